@@ -1,0 +1,591 @@
+//! Verify: `X-Timestamp` and `X-Signature` against the raw body, constant time,
+//! inside the replay window, with the platform's escaping quirk handled.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::Mac;
+use hyper::HeaderMap;
+
+use crate::config::{HmacSha256, Secret, SetupError};
+
+/// Name of the header that carries the signing time (unix seconds).
+pub const TIMESTAMP_HEADER: &str = "x-timestamp";
+/// Name of the header that carries `sha256=<hex>`.
+pub const SIGNATURE_HEADER: &str = "x-signature";
+
+const PREFIX: &str = "sha256=";
+const DIGEST_LEN: usize = 32;
+
+/// Computes the `X-Signature` value the platform sends for `body` signed at
+/// `timestamp`: `"sha256=" + hex(HMAC-SHA256(secret, "{timestamp}.{body}"))`.
+///
+/// Use it to build test requests. Note that the real sender signs the body with
+/// every character at or above U+007F escaped as `\uXXXX` but sends it raw; to
+/// reproduce that, sign [`escape_non_ascii`] of the body and send the body itself.
+///
+/// ```
+/// use partner_webhook::{sign, Secret};
+///
+/// let secret = Secret::new("my-secret")?;
+/// let signature = sign(&secret, 1_763_899_200, br#"{"event":"message_received"}"#);
+/// assert!(signature.starts_with("sha256=") && signature.len() == 71);
+/// # Ok::<(), partner_webhook::SetupError>(())
+/// ```
+pub fn sign(secret: &Secret, timestamp: u64, body: &[u8]) -> String {
+    let mut mac = secret.mac();
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut signature = String::with_capacity(PREFIX.len() + 2 * DIGEST_LEN);
+    signature.push_str(PREFIX);
+    for byte in digest.iter() {
+        signature.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+        signature.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
+    }
+    signature
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Rewrites `json` the way Python's `json.dumps(..., ensure_ascii=True)` writes
+/// it: every character at or above U+007F (DEL included) becomes `\uXXXX` with
+/// lowercase hex, characters above U+FFFF become a UTF-16 surrogate pair.
+///
+/// This is the form the platform signs. Such characters can only occur inside
+/// JSON strings, so the result is the same JSON document.
+///
+/// ```
+/// use partner_webhook::escape_non_ascii;
+///
+/// assert_eq!(escape_non_ascii(r#"{"c":"é👋"}"#), r#"{"c":"\u00e9\ud83d\udc4b"}"#);
+/// assert!(matches!(escape_non_ascii("ascii"), std::borrow::Cow::Borrowed(_)));
+/// ```
+pub fn escape_non_ascii(json: &str) -> Cow<'_, str> {
+    if !needs_escaping(json.as_bytes()) {
+        return Cow::Borrowed(json);
+    }
+    let mut escaped = Vec::with_capacity(json.len() + json.len() / 2);
+    write_escaped(json, |piece| escaped.extend_from_slice(piece));
+    // Every piece is either an unchanged run of the input cut at char
+    // boundaries or an ASCII escape, so the bytes stay UTF-8.
+    Cow::Owned(String::from_utf8(escaped).unwrap_or_default())
+}
+
+fn needs_escaping(body: &[u8]) -> bool {
+    body.iter().any(|&byte| byte >= 0x7f)
+}
+
+/// Feeds the escaped form of `json` to `write` piece by piece, so verification
+/// can hash it without building a second copy of the body.
+fn write_escaped(json: &str, mut write: impl FnMut(&[u8])) {
+    let bytes = json.as_bytes();
+    let mut unchanged_from = 0;
+    for (at, ch) in json.char_indices() {
+        if u32::from(ch) < 0x7f {
+            continue;
+        }
+        write(&bytes[unchanged_from..at]);
+        let mut units = [0u16; 2];
+        for unit in ch.encode_utf16(&mut units) {
+            let mut escape = *b"\\u0000";
+            for (slot, shift) in escape[2..].iter_mut().zip([12, 8, 4, 0]) {
+                *slot = HEX_DIGITS[usize::from((*unit >> shift) & 0x0f)];
+            }
+            write(&escape);
+        }
+        unchanged_from = at + ch.len_utf8();
+    }
+    write(&bytes[unchanged_from..]);
+}
+
+/// Why a request's signature was not accepted. Every variant is answered with
+/// `401 Unauthorized`; the message never contains the expected signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// The header is absent.
+    Missing {
+        /// `X-Timestamp` or `X-Signature`.
+        header: &'static str,
+    },
+    /// The header is present but not of the expected form, or sent twice.
+    Malformed {
+        /// `X-Timestamp` or `X-Signature`.
+        header: &'static str,
+        /// What the value should have looked like.
+        expected: &'static str,
+    },
+    /// `X-Timestamp` is further from the server clock than the replay window.
+    OutsideWindow {
+        /// Signed time minus server time, in seconds (negative: in the past).
+        skew_secs: i128,
+        /// The configured window, in seconds.
+        window_secs: u64,
+    },
+    /// No configured secret produces this signature for this body.
+    Mismatch,
+}
+
+impl fmt::Display for SignatureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignatureError::Missing { header } => write!(f, "missing {header} header"),
+            SignatureError::Malformed { header, expected } => {
+                write!(f, "malformed {header} header: expected {expected}")
+            }
+            SignatureError::OutsideWindow {
+                skew_secs,
+                window_secs,
+            } => {
+                let direction = if *skew_secs < 0 {
+                    "in the past"
+                } else {
+                    "in the future"
+                };
+                write!(
+                    f,
+                    "X-Timestamp is {} s {direction}, outside the {window_secs} s replay window",
+                    skew_secs.unsigned_abs()
+                )
+            }
+            SignatureError::Mismatch => {
+                f.write_str("signature mismatch: not signed with the configured webhook secret")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SignatureError {}
+
+/// Checks `X-Timestamp` / `X-Signature` against one or more secrets.
+///
+/// [`Webhook`](crate::Webhook) uses it on every request; it is public for
+/// servers built on another stack.
+///
+/// ```
+/// use std::time::Duration;
+/// use hyper::HeaderMap;
+/// use partner_webhook::{sign, Secret, Verifier};
+///
+/// let secret = Secret::new("my-secret")?;
+/// let verifier = Verifier::new(vec![secret.clone()], Duration::from_secs(300))?;
+/// let body = br#"{"event":"message_received"}"#;
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-timestamp", "1763899200".parse()?);
+/// headers.insert("x-signature", sign(&secret, 1_763_899_200, body).parse()?);
+/// assert_eq!(verifier.verify_at(&headers, body, 1_763_899_260), Ok(1_763_899_200));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    secrets: Vec<Secret>,
+    window_secs: u64,
+}
+
+impl Verifier {
+    /// A verifier accepting any of `secrets`, with the given replay window.
+    /// Fails with [`SetupError::NoSecret`] when `secrets` is empty.
+    pub fn new(secrets: Vec<Secret>, replay_window: Duration) -> Result<Self, SetupError> {
+        if secrets.is_empty() {
+            return Err(SetupError::NoSecret);
+        }
+        Ok(Verifier {
+            secrets,
+            window_secs: replay_window.as_secs(),
+        })
+    }
+
+    /// Verifies against the system clock; returns the signed timestamp.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<u64, SignatureError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.verify_at(headers, body, now)
+    }
+
+    /// Verifies as if the clock read `now` (unix seconds); returns the signed
+    /// timestamp.
+    ///
+    /// The raw body is checked first. Only if that fails and the body holds a
+    /// byte >= 0x7f is it checked again in the form the platform really signs
+    /// ([`escape_non_ascii`]).
+    pub fn verify_at(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: u64,
+    ) -> Result<u64, SignatureError> {
+        let timestamp_text = single_header(headers, TIMESTAMP_HEADER, "X-Timestamp")?;
+        let signature_text = single_header(headers, SIGNATURE_HEADER, "X-Signature")?;
+        let timestamp = parse_timestamp(timestamp_text)?;
+        let tag = parse_signature(signature_text)?;
+
+        let skew_secs = i128::from(timestamp) - i128::from(now);
+        if skew_secs.unsigned_abs() > u128::from(self.window_secs) {
+            return Err(SignatureError::OutsideWindow {
+                skew_secs,
+                window_secs: self.window_secs,
+            });
+        }
+
+        let raw_matches = self.any_secret_matches(&tag, |mac| {
+            mac.update(timestamp_text);
+            mac.update(b".");
+            mac.update(body);
+        });
+        if raw_matches {
+            return Ok(timestamp);
+        }
+        if needs_escaping(body)
+            && let Ok(json) = std::str::from_utf8(body)
+        {
+            let escaped_matches = self.any_secret_matches(&tag, |mac| {
+                mac.update(timestamp_text);
+                mac.update(b".");
+                write_escaped(json, |piece| mac.update(piece));
+            });
+            if escaped_matches {
+                return Ok(timestamp);
+            }
+        }
+        Err(SignatureError::Mismatch)
+    }
+
+    fn any_secret_matches(&self, tag: &[u8; DIGEST_LEN], feed: impl Fn(&mut HmacSha256)) -> bool {
+        self.secrets.iter().any(|secret| {
+            let mut mac = secret.mac();
+            feed(&mut mac);
+            // verify_slice compares in constant time.
+            mac.verify_slice(tag).is_ok()
+        })
+    }
+}
+
+fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+    display_name: &'static str,
+) -> Result<&'a [u8], SignatureError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next().ok_or(SignatureError::Missing {
+        header: display_name,
+    })?;
+    if values.next().is_some() {
+        return Err(SignatureError::Malformed {
+            header: display_name,
+            expected: "a single value, but it was sent more than once",
+        });
+    }
+    Ok(first.as_bytes())
+}
+
+fn parse_timestamp(text: &[u8]) -> Result<u64, SignatureError> {
+    let malformed = SignatureError::Malformed {
+        header: "X-Timestamp",
+        expected: "whole seconds since the Unix epoch, digits only",
+    };
+    // Digits only: Rust's integer parsing would also take a leading '+'.
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return Err(malformed);
+    }
+    text.iter()
+        .try_fold(0u64, |value, digit| {
+            value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        })
+        .ok_or(malformed)
+}
+
+fn parse_signature(text: &[u8]) -> Result<[u8; DIGEST_LEN], SignatureError> {
+    let malformed = SignatureError::Malformed {
+        header: "X-Signature",
+        expected: "sha256= followed by 64 hex digits",
+    };
+    let hex = text
+        .strip_prefix(PREFIX.as_bytes())
+        .ok_or(malformed.clone())?;
+    if hex.len() != 2 * DIGEST_LEN {
+        return Err(malformed);
+    }
+    let mut tag = [0u8; DIGEST_LEN];
+    for (byte, pair) in tag.iter_mut().zip(hex.chunks_exact(2)) {
+        let high = hex_value(pair[0]).ok_or(malformed.clone())?;
+        let low = hex_value(pair[1]).ok_or(malformed.clone())?;
+        *byte = (high << 4) | low;
+    }
+    Ok(tag)
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Vectors from tests/fixtures/signatures/generate.py (Python's hmac and json,
+    // signing exactly as the platform does): `python3 tests/fixtures/signatures/generate.py`.
+    const SECRET: &str = "3f9a1c0e5b7d2468ace13579bdf02468ace13579bdf02468ace13579bdf02468";
+    const ASCII: (&[u8], &str) = (
+        include_bytes!("../tests/fixtures/signatures/ascii.body"),
+        include_str!("../tests/fixtures/signatures/ascii.signature"),
+    );
+    const NON_ASCII: (&[u8], &str) = (
+        include_bytes!("../tests/fixtures/signatures/non_ascii.body"),
+        include_str!("../tests/fixtures/signatures/non_ascii.signature"),
+    );
+    const DEL: (&[u8], &str) = (
+        include_bytes!("../tests/fixtures/signatures/del.body"),
+        include_str!("../tests/fixtures/signatures/del.signature"),
+    );
+    const NOW: u64 = 1_763_899_200;
+
+    fn secret(text: &str) -> Secret {
+        Secret::new(text).expect("test secrets are not empty")
+    }
+
+    fn verifier(secrets: &[&str]) -> Verifier {
+        let secrets = secrets.iter().map(|text| secret(text)).collect();
+        Verifier::new(secrets, Duration::from_secs(300)).expect("at least one secret")
+    }
+
+    fn headers(timestamp: &str, signature: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(TIMESTAMP_HEADER, timestamp.parse().expect("valid header"));
+        headers.insert(SIGNATURE_HEADER, signature.parse().expect("valid header"));
+        headers
+    }
+
+    fn fixture_headers(signature_line: &str) -> HeaderMap {
+        let (timestamp, signature) = signature_line
+            .trim()
+            .split_once(' ')
+            .expect("fixture line is 'timestamp signature'");
+        headers(timestamp, signature)
+    }
+
+    #[test]
+    fn sign_matches_python_for_ascii_body() {
+        let (body, line) = ASCII;
+        let expected = line.trim().split_once(' ').map(|(_, sig)| sig);
+        assert_eq!(Some(sign(&secret(SECRET), NOW, body).as_str()), expected);
+    }
+
+    #[test]
+    fn sign_of_escaped_body_matches_python_for_non_ascii() {
+        let (body, line) = NON_ASCII;
+        let json = std::str::from_utf8(body).expect("fixture is UTF-8");
+        let expected = line.trim().split_once(' ').map(|(_, sig)| sig);
+        let signed = sign(&secret(SECRET), NOW, escape_non_ascii(json).as_bytes());
+        assert_eq!(Some(signed.as_str()), expected);
+    }
+
+    #[test]
+    fn verifies_every_fixture_as_the_real_sender_signs_it() {
+        for (body, line) in [ASCII, NON_ASCII, DEL] {
+            assert_eq!(
+                verifier(&[SECRET]).verify_at(&fixture_headers(line), body, NOW),
+                Ok(NOW)
+            );
+        }
+    }
+
+    #[test]
+    fn non_ascii_fixture_really_differs_from_what_was_signed() {
+        let (body, line) = NON_ASCII;
+        let raw_signature = sign(&secret(SECRET), NOW, body);
+        assert!(!line.contains(&raw_signature));
+    }
+
+    #[test]
+    fn raw_utf8_signature_is_accepted_too() {
+        // A sender that signs what it sends must keep working.
+        let (body, _) = NON_ASCII;
+        let signature = sign(&secret(SECRET), NOW, body);
+        assert_eq!(
+            verifier(&[SECRET]).verify_at(&headers("1763899200", &signature), body, NOW),
+            Ok(NOW)
+        );
+    }
+
+    #[test]
+    fn escaping_matches_python() {
+        // python3 -c 'import json; print(json.dumps("a\x7fé中👋\"\\"))'
+        assert_eq!(
+            escape_non_ascii("\"a\u{7f}é中👋\\\"\\\\\""),
+            "\"a\\u007f\\u00e9\\u4e2d\\ud83d\\udc4b\\\"\\\\\""
+        );
+        assert_eq!(
+            escape_non_ascii("\u{ffff}\u{10000}"),
+            "\\uffff\\ud800\\udc00"
+        );
+    }
+
+    #[test]
+    fn any_rotated_secret_is_accepted() {
+        let (body, line) = ASCII;
+        let rotating = verifier(&["older", SECRET, "newer"]);
+        assert_eq!(
+            rotating.verify_at(&fixture_headers(line), body, NOW),
+            Ok(NOW)
+        );
+        assert_eq!(
+            verifier(&["older", "newer"]).verify_at(&fixture_headers(line), body, NOW),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn window_is_enforced_both_ways() {
+        let (body, _) = ASCII;
+        let check = |timestamp: u64| {
+            let signature = sign(&secret(SECRET), timestamp, body);
+            verifier(&[SECRET]).verify_at(&headers(&timestamp.to_string(), &signature), body, NOW)
+        };
+        assert_eq!(check(NOW - 300), Ok(NOW - 300));
+        assert_eq!(check(NOW + 300), Ok(NOW + 300));
+        assert!(matches!(
+            check(NOW - 301),
+            Err(SignatureError::OutsideWindow {
+                skew_secs: -301,
+                window_secs: 300
+            })
+        ));
+        assert!(matches!(
+            check(NOW + 301),
+            Err(SignatureError::OutsideWindow { skew_secs: 301, .. })
+        ));
+    }
+
+    #[test]
+    fn flipping_any_byte_is_a_mismatch() {
+        let (body, line) = NON_ASCII;
+        let headers = fixture_headers(line);
+        for index in 0..body.len() {
+            let mut tampered = body.to_vec();
+            tampered[index] ^= 0x01;
+            assert!(
+                verifier(&[SECRET])
+                    .verify_at(&headers, &tampered, NOW)
+                    .is_err(),
+                "flipped byte {index} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn each_missing_header_is_named() {
+        let (body, line) = ASCII;
+        for (removed, named) in [
+            (TIMESTAMP_HEADER, "X-Timestamp"),
+            (SIGNATURE_HEADER, "X-Signature"),
+        ] {
+            let mut headers = fixture_headers(line);
+            headers.remove(removed);
+            assert_eq!(
+                verifier(&[SECRET]).verify_at(&headers, body, NOW),
+                Err(SignatureError::Missing { header: named })
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_headers_are_rejected_before_hashing() {
+        let (body, line) = ASCII;
+        let (_, good) = line.trim().split_once(' ').expect("fixture line");
+        let bad_signatures = [
+            good.trim_start_matches("sha256="),
+            &good[..good.len() - 1],
+            "sha256=",
+            "sha1=aef78a139a07f0cbbb512a14a7bf154ed264457661a65259d10837e725cf42fe",
+            "sha256=zef78a139a07f0cbbb512a14a7bf154ed264457661a65259d10837e725cf42fe",
+        ];
+        for signature in bad_signatures {
+            let result =
+                verifier(&[SECRET]).verify_at(&headers("1763899200", signature), body, NOW);
+            assert!(
+                matches!(
+                    result,
+                    Err(SignatureError::Malformed {
+                        header: "X-Signature",
+                        ..
+                    })
+                ),
+                "{signature:?} gave {result:?}"
+            );
+        }
+        for timestamp in [
+            "",
+            "+1763899200",
+            "-5",
+            "1763899200.5",
+            "99999999999999999999999",
+        ] {
+            let result = verifier(&[SECRET]).verify_at(&headers(timestamp, good), body, NOW);
+            assert!(
+                matches!(
+                    result,
+                    Err(SignatureError::Malformed {
+                        header: "X-Timestamp",
+                        ..
+                    })
+                ),
+                "{timestamp:?} gave {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uppercase_hex_is_accepted() {
+        let (body, line) = ASCII;
+        let (timestamp, good) = line.trim().split_once(' ').expect("fixture line");
+        let upper = format!("sha256={}", good["sha256=".len()..].to_uppercase());
+        assert_eq!(
+            verifier(&[SECRET]).verify_at(&headers(timestamp, &upper), body, NOW),
+            Ok(NOW)
+        );
+    }
+
+    #[test]
+    fn duplicated_header_is_malformed() {
+        let (body, line) = ASCII;
+        let mut headers = fixture_headers(line);
+        let again = headers.get(SIGNATURE_HEADER).cloned().expect("present");
+        headers.append(SIGNATURE_HEADER, again);
+        assert!(matches!(
+            verifier(&[SECRET]).verify_at(&headers, body, NOW),
+            Err(SignatureError::Malformed {
+                header: "X-Signature",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn errors_never_show_the_expected_signature() {
+        let (body, line) = ASCII;
+        let (_, good) = line.trim().split_once(' ').expect("fixture line");
+        let wrong = sign(&secret("wrong"), NOW, body);
+        let error = verifier(&[SECRET])
+            .verify_at(&headers("1763899200", &wrong), body, NOW)
+            .expect_err("wrong secret");
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains(&good[7..]) && !shown.contains(SECRET));
+    }
+
+    #[test]
+    fn verifier_needs_a_secret() {
+        assert!(matches!(
+            Verifier::new(Vec::new(), Duration::from_secs(1)),
+            Err(SetupError::NoSecret)
+        ));
+    }
+}
