@@ -1,0 +1,112 @@
+//! The request path's failures, each answered with one fixed HTTP status.
+
+use std::fmt;
+
+use hyper::{Method, StatusCode};
+
+use crate::signature::SignatureError;
+
+/// A boxed error from an assistant or a request body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request was not answered with a reply.
+///
+/// Each variant maps to one status ([`RequestError::status`]); the response
+/// body is `{"error": "<Display text>"}`. The text says what was wrong without
+/// secrets, signatures, or assistant internals; those go to the log only
+/// (through [`source`](std::error::Error::source)).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// 405: only `POST` (and `GET /healthz`) are served.
+    MethodNotAllowed {
+        /// The method that was used.
+        method: Method,
+        /// The value of the `Allow` header sent back.
+        allow: &'static str,
+    },
+    /// 415: a `Content-Type` was sent and it is not JSON.
+    UnsupportedMediaType {
+        /// The `Content-Type` that was sent.
+        content_type: String,
+    },
+    /// 413: the body is over [`Config::body_limit`](crate::Config::body_limit).
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// 400: the body could not be read (bad chunked encoding, broken connection).
+    BodyRead(BoxError),
+    /// 401: the signature headers are missing, malformed, outside the replay
+    /// window, or do not match.
+    Unauthorized(SignatureError),
+    /// 400: the body is not JSON.
+    MalformedJson(serde_json::Error),
+    /// 422: the body is JSON but does not fit the `message_received` contract.
+    InvalidPayload {
+        /// Path of the offending field, e.g. `message.content` (`.` for the root).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// 500: the assistant returned an error or panicked. The detail is the
+    /// [`source`](std::error::Error::source) and is logged, never sent.
+    Assistant(BoxError),
+}
+
+impl RequestError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            RequestError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            RequestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            RequestError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            RequestError::InvalidPayload { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            RequestError::Assistant(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::MethodNotAllowed { method, allow } => {
+                write!(f, "method {method} not allowed here; use {allow}")
+            }
+            RequestError::UnsupportedMediaType { content_type } => write!(
+                f,
+                "unsupported Content-Type {content_type:?}; send application/json"
+            ),
+            RequestError::PayloadTooLarge { limit } => {
+                write!(f, "request body is larger than the {limit}-byte limit")
+            }
+            RequestError::BodyRead(_) => f.write_str("could not read the request body"),
+            RequestError::Unauthorized(reason) => reason.fmt(f),
+            RequestError::MalformedJson(error) => write!(f, "body is not valid JSON: {error}"),
+            RequestError::InvalidPayload { field, reason } => {
+                write!(f, "invalid message_received payload at `{field}`: {reason}")
+            }
+            RequestError::Assistant(_) => f.write_str("the assistant failed to reply"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RequestError::BodyRead(error) | RequestError::Assistant(error) => Some(&**error),
+            RequestError::Unauthorized(error) => Some(error),
+            RequestError::MalformedJson(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<SignatureError> for RequestError {
+    fn from(error: SignatureError) -> Self {
+        RequestError::Unauthorized(error)
+    }
+}
