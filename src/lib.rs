@@ -1,17 +1,113 @@
 //! Put an assistant (or any reply logic) behind a chat platform's partner
 //! webhook, on hyper, in a few lines.
+//!
+//! The platform POSTs every user message as signed JSON and waits up to 8 s for
+//! `{"reply": "..."}`. You implement [`Assistant`]; this crate verifies, parses,
+//! limits, logs, and answers.
+//!
+//! # The journey of a request
+//!
+//! Each step is one module, in this order:
+//!
+//! 1. **bytes in** (`server`): TCP, HTTP/1.1, header read timeout, graceful shutdown;
+//! 2. **the spine** (`webhook`): calls the steps below, one line each, and logs the request;
+//! 3. **limits** (`limits`): `Content-Type`, then the body size, from `Content-Length`
+//!    before reading and again while reading;
+//! 4. **verify** (`signature`): `X-Timestamp` / `X-Signature`, replay window, constant
+//!    time, and the platform's escaping quirk (it signs non-ASCII as `\uXXXX` but
+//!    sends raw UTF-8, see [`escape_non_ascii`]);
+//! 5. **parse** (`payload`): the `message_received` body into [`MessageReceived`];
+//! 6. **assistant** (`assistant`): your [`Assistant`], with errors and panics caught;
+//! 7. **reply bytes out** (`response`): [`Reply`] or a JSON error with the status of its
+//!    [`RequestError`].
+//!
+//! # Serving
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use partner_webhook::{assistant_fn, Config, Secret, Server};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let config = Config::default()
+//!         .addr(([0, 0, 0, 0], 8080))
+//!         .secret(Secret::new(std::env::var("WEBHOOK_SECRET")?)?);
+//!     let echo = assistant_fn(|message, _context| async move {
+//!         Ok::<_, Infallible>(format!("Echo: {}", message.message.content))
+//!     });
+//!     let server = Server::bind(config, echo).await?;
+//!     server.serve(async { tokio::signal::ctrl_c().await.ok(); }).await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # A signed request, end to end, without a network
+//!
+//! ```
+//! use std::time::{SystemTime, UNIX_EPOCH};
+//! use http_body_util::{BodyExt, Full};
+//! use hyper::{body::Bytes, Request};
+//! use partner_webhook::{
+//!     async_trait, escape_non_ascii, sign, Assistant, BoxError, Config, Context,
+//!     MessageReceived, Reply, Secret, Webhook,
+//! };
+//!
+//! struct Greeter;
+//!
+//! #[async_trait]
+//! impl Assistant for Greeter {
+//!     async fn reply(&self, message: MessageReceived, context: Context) -> Result<Reply, BoxError> {
+//!         assert!(context.verified);
+//!         Ok(Reply::new(format!("Bonjour ! Vous avez dit : {}", message.message.content)))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let secret = Secret::new("3f9a1c0e5b7d2468")?;
+//! let webhook = Webhook::new(&Config::default().secret(secret.clone()), Greeter)?;
+//!
+//! let body = r#"{"version":"1.0","event":"message_received","app":{"id":"a1","name":""},"thread":{"id":"t1","customer_id":null},"message":{"id":"m1","seq":1,"role":"user","content":"Ça va ?","content_json":{}},"history_tail":[],"timestamp":"2026-11-23T12:00:00Z"}"#;
+//! let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+//! // Sign the way the platform does: over the \u-escaped text, sending raw UTF-8.
+//! let signature = sign(&secret, now, escape_non_ascii(body).as_bytes());
+//! let request = Request::post("/webhook")
+//!     .header("Content-Type", "application/json")
+//!     .header("X-Timestamp", now.to_string())
+//!     .header("X-Signature", signature)
+//!     .body(Full::new(Bytes::from(body)))?;
+//!
+//! let response = webhook.handle(request).await;
+//! assert_eq!(response.status(), 200);
+//! let json = response.into_body().collect().await?.to_bytes();
+//! assert_eq!(json, r#"{"reply":"Bonjour ! Vous avez dit : Ça va ?"}"#);
+//! # Ok(())
+//! # }
+//! ```
 
+mod assistant;
 mod config;
+mod error;
 mod limits;
-mod signature;
 mod payload;
 mod response;
-mod error;
+mod server;
+mod signature;
+mod webhook;
 
+pub use assistant::{Assistant, AssistantFn, Context, assistant_fn};
+pub use async_trait::async_trait;
 pub use config::{Config, Secret, SetupError};
 pub use error::{BoxError, RequestError};
 pub use payload::{App, HistoryEntry, Message, MessageReceived, Role, Thread};
 pub use response::{Reply, ResponseBody};
+pub use server::Server;
 pub use signature::{
     SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, Verifier, escape_non_ascii, sign,
 };
+pub use webhook::Webhook;
+
+/// Compiles the README's code so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

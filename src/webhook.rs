@@ -1,0 +1,268 @@
+//! The spine: one request through limits, verify, parse, assistant, reply, in
+//! that order, and one log line for it.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use hyper::body::{Body, Bytes};
+use hyper::header::HeaderValue;
+use hyper::http::request::Parts;
+use hyper::{HeaderMap, Method, Request, Response};
+use tracing::{debug, error, info, warn};
+
+use crate::assistant::{self, Assistant, Context};
+use crate::config::{Config, SetupError};
+use crate::error::{BoxError, RequestError};
+use crate::limits;
+use crate::payload::MessageReceived;
+use crate::response::{self, Answer, ResponseBody};
+use crate::signature::Verifier;
+
+const HEALTH_PATH: &str = "/healthz";
+
+/// The webhook as a request handler, to mount in your own hyper or axum stack.
+///
+/// Answers `POST` on any path with the assistant's reply and `GET /healthz`
+/// with `{"status":"ok"}`. It implements both hyper's and tower's `Service`
+/// for any request body, and is cheap to clone. [`Server`](crate::Server)
+/// uses it for every connection.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http_body_util::Empty;
+/// use hyper::{body::Bytes, Request, StatusCode};
+/// use partner_webhook::{assistant_fn, Config, Webhook};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let echo = assistant_fn(|m, _| async move { Ok::<_, Infallible>(m.message.content) });
+/// let webhook = Webhook::new(&Config::default().accept_unsigned(), echo)?;
+/// let health = Request::get("/healthz").body(Empty::<Bytes>::new())?;
+/// assert_eq!(webhook.handle(health).await.status(), StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Webhook {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` only when the configuration accepts unsigned requests.
+    verifier: Option<Verifier>,
+    body_limit: usize,
+    assistant: Box<dyn Assistant>,
+}
+
+impl Webhook {
+    /// Builds the handler. Fails when the configuration has neither a secret
+    /// nor an explicit [`Config::accept_unsigned`], or has both.
+    pub fn new(config: &Config, assistant: impl Assistant) -> Result<Self, SetupError> {
+        config.validate()?;
+        let verifier = if config.accept_unsigned {
+            None
+        } else {
+            Some(Verifier::new(config.secrets.clone(), config.replay_window)?)
+        };
+        Ok(Webhook {
+            inner: Arc::new(Inner {
+                verifier,
+                body_limit: config.body_limit,
+                assistant: Box::new(assistant),
+            }),
+        })
+    }
+
+    /// Answers one request. Never fails: every problem becomes a JSON error
+    /// response with its status, and is logged.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let mut ids = LoggedIds::from_headers(&parts.headers);
+        let outcome = self.process(&parts, body, &mut ids).await;
+        let response = response::build(&outcome);
+        log_request(&parts, &outcome, &ids, started);
+        response
+    }
+
+    async fn process<B>(
+        &self,
+        parts: &Parts,
+        body: B,
+        ids: &mut LoggedIds,
+    ) -> Result<Answer, RequestError>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        if let Some(answer) = route(parts)? {
+            return Ok(answer);
+        }
+        limits::check_content_type(&parts.headers)?;
+        let body = limits::read_body(&parts.headers, body, self.inner.body_limit).await?;
+        let signed_at = self.verify(&parts.headers, &body)?;
+        let message = MessageReceived::from_json(&body)?;
+        ids.message_id.clone_from(&message.message.id);
+        let context = request_context(&parts.headers, signed_at, body);
+        let reply = assistant::call(&*self.inner.assistant, message, context).await?;
+        Ok(Answer::Reply(reply))
+    }
+
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<u64>, RequestError> {
+        match &self.inner.verifier {
+            Some(verifier) => Ok(Some(verifier.verify(headers, body)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// `Ok(Some)` answers the request right away, `Ok(None)` lets it on to the
+/// assistant.
+fn route(parts: &Parts) -> Result<Option<Answer>, RequestError> {
+    let is_health = parts.uri.path() == HEALTH_PATH;
+    match parts.method {
+        Method::POST => Ok(None),
+        Method::GET if is_health => Ok(Some(Answer::Healthy)),
+        ref method => Err(RequestError::MethodNotAllowed {
+            method: method.clone(),
+            allow: if is_health { "GET, POST" } else { "POST" },
+        }),
+    }
+}
+
+fn request_context(headers: &HeaderMap, signed_at: Option<u64>, body: Bytes) -> Context {
+    Context {
+        app_id: header_text(headers, "x-app-id"),
+        thread_id: header_text(headers, "x-thread-id"),
+        signed_at,
+        verified: signed_at.is_some(),
+        body,
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Ids for the request's log line; the header ones are known even when the
+/// request is rejected before its body is parsed.
+struct LoggedIds {
+    app_id: Option<HeaderValue>,
+    thread_id: Option<HeaderValue>,
+    message_id: Option<String>,
+}
+
+impl LoggedIds {
+    fn from_headers(headers: &HeaderMap) -> Self {
+        LoggedIds {
+            app_id: headers.get("x-app-id").cloned(),
+            thread_id: headers.get("x-thread-id").cloned(),
+            message_id: None,
+        }
+    }
+}
+
+fn log_request(
+    parts: &Parts,
+    outcome: &Result<Answer, RequestError>,
+    ids: &LoggedIds,
+    started: Instant,
+) {
+    let method = &parts.method;
+    // The path only: a query string may carry tokens.
+    let path = parts.uri.path();
+    let latency_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
+    let shown = |value: &Option<HeaderValue>| {
+        value
+            .as_ref()
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let app_id = shown(&ids.app_id);
+    let thread_id = shown(&ids.thread_id);
+    let message_id = ids.message_id.as_deref().unwrap_or("-");
+    match outcome {
+        Ok(Answer::Healthy) => debug!(%method, path, status = 200, %latency_ms, "health check"),
+        Ok(Answer::Reply(_)) => info!(
+            %method, path, status = 200, %latency_ms, app_id, thread_id, message_id,
+            "replied"
+        ),
+        Err(rejection) => {
+            let status = rejection.status().as_u16();
+            let detail = std::error::Error::source(rejection)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            if rejection.status().is_server_error() {
+                error!(
+                    %method, path, status, %latency_ms, app_id, thread_id, message_id,
+                    reason = %rejection, detail, "request failed"
+                );
+            } else {
+                warn!(
+                    %method, path, status, %latency_ms, app_id, thread_id, message_id,
+                    reason = %rejection, "request rejected"
+                );
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("verifies_signatures", &self.inner.verifier.is_some())
+            .field("body_limit", &self.inner.body_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+type HandleFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+impl<B> hyper::service::Service<Request<B>> for Webhook
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = HandleFuture;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        let webhook = self.clone();
+        Box::pin(async move { Ok(webhook.handle(request).await) })
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for Webhook
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = HandleFuture;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        hyper::service::Service::call(self, request)
+    }
+}
