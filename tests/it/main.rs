@@ -1,0 +1,13 @@
+//! Integration tests: a real server on 127.0.0.1:0, real sockets, raw HTTP/1.1.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+#![allow(
+    unreachable_pub,
+    reason = "helpers are shared between the test modules"
+)]
+
+mod connections;
+mod http_semantics;
+mod payloads;
+mod platform_sender;
+mod signatures;
+mod support;

@@ -1,0 +1,272 @@
+//! A test server on 127.0.0.1:0 that shuts down on drop, and a raw HTTP/1.1
+//! client that writes requests byte for byte as the platform's sender does.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use partner_webhook::{
+    Assistant, Config, Context, MessageReceived, Secret, Server, assistant_fn, escape_non_ascii,
+    sign,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SECRET: &str = "9b1c0e5f7d2468ace13579bdf02468ace13579bdf02468ace13579bdf024680a";
+/// Every client read gives up after this, so a hung server fails the test
+/// instead of hanging it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config, assistant: impl Assistant) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::from_listener(listener, config, assistant).unwrap();
+        let addr = server.local_addr();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// The echo assistant of `examples/echo.rs`, with [`SECRET`].
+    pub async fn echo() -> Self {
+        Self::start(signed_config(), echo()).await
+    }
+
+    /// Starts a graceful shutdown and returns the task that ends with it.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap()
+    }
+
+    pub async fn send(&self, request: &[u8]) -> HttpResponse {
+        Connection::open(self.addr).await.send(request).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+pub fn signed_config() -> Config {
+    Config::default().secret(Secret::new(SECRET).unwrap())
+}
+
+pub fn echo() -> impl Assistant {
+    assistant_fn(|message: MessageReceived, _: Context| async move {
+        Ok::<_, Infallible>(format!("Echo: {}", message.message.content))
+    })
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The normal payload the platform sends for `content`.
+pub fn payload(content: &str) -> Value {
+    json!({
+        "version": "1.0",
+        "event": "message_received",
+        "app": {"id": "6f1c2a4e-8b1d-4c1e-9a37-0d2f5e8b9c10", "name": "Shop"},
+        "thread": {"id": "0b8e7d6c-5a4f-4e3d-8c2b-1a0f9e8d7c6b", "customer_id": null},
+        "message": {"id": "4d3c2b1a-0f9e-4d8c-8b7a-6f5e4d3c2b1a", "seq": 2, "role": "user",
+                    "content": content, "content_json": {}},
+        "history_tail": [
+            {"role": "assistant", "content": "Hello there! How can I help you today?",
+             "content_json": {"source": "system"}},
+            {"role": "user", "content": content, "content_json": {}}
+        ],
+        "timestamp": "2026-11-23T12:00:00.123456+00:00"
+    })
+}
+
+/// Compact JSON with raw UTF-8, as the platform sends it.
+pub fn body_of(payload: &Value) -> Vec<u8> {
+    serde_json::to_vec(payload).unwrap()
+}
+
+/// Headers the platform's sender (httpx) writes, in its order, before
+/// `Content-Length`.
+pub fn platform_headers() -> Vec<(String, String)> {
+    [
+        ("Host", "127.0.0.1"),
+        ("Accept", "*/*"),
+        ("Accept-Encoding", "gzip, deflate"),
+        ("Connection", "keep-alive"),
+        ("User-Agent", "python-httpx/0.28.1"),
+        ("Content-Type", "application/json"),
+        ("X-App-Id", "6f1c2a4e-8b1d-4c1e-9a37-0d2f5e8b9c10"),
+        ("X-Thread-Id", "0b8e7d6c-5a4f-4e3d-8c2b-1a0f9e8d7c6b"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect()
+}
+
+/// `X-Timestamp` and `X-Signature` exactly as the platform computes them: over
+/// the `\u`-escaped text, not the raw UTF-8 body it sends.
+pub fn platform_signature(secret: &str, timestamp: u64, body: &[u8]) -> Vec<(String, String)> {
+    let escaped = escape_non_ascii(std::str::from_utf8(body).unwrap());
+    let signature = sign(&Secret::new(secret).unwrap(), timestamp, escaped.as_bytes());
+    vec![
+        ("X-Timestamp".to_owned(), timestamp.to_string()),
+        ("X-Signature".to_owned(), signature),
+    ]
+}
+
+/// A complete request: request line, headers in order, `Content-Length`, body.
+pub fn request(method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
+    for (name, value) in headers {
+        raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// A POST signed with [`SECRET`] the way the platform signs, for `payload`.
+pub fn signed_post(payload: &Value) -> Vec<u8> {
+    let body = body_of(payload);
+    let mut headers = platform_headers();
+    headers.extend(platform_signature(SECRET, now(), &body));
+    request("POST", "/", &headers, &body)
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("body is not JSON ({error}): {:?}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts the shape every error response must have.
+    pub fn assert_json_error(&self, status: u16) -> String {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status, body: {}",
+            self.text()
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let error = self.json()["error"].as_str().map(str::to_owned);
+        let error = error.unwrap_or_else(|| panic!("no \"error\" string in {}", self.text()));
+        assert!(!error.contains(SECRET), "error body leaks the secret");
+        error
+    }
+
+    pub fn reply(&self) -> String {
+        assert_eq!(self.status, 200, "body: {}", self.text());
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        self.json()["reply"].as_str().unwrap().to_owned()
+    }
+}
+
+/// One client connection, reusable for keep-alive.
+pub struct Connection {
+    stream: BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub async fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Connection {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream.get_mut().write_all(bytes).await.unwrap();
+    }
+
+    pub async fn send(&mut self, request: &[u8]) -> HttpResponse {
+        self.write(request).await;
+        self.read_response().await
+    }
+
+    pub async fn read_response(&mut self) -> HttpResponse {
+        tokio::time::timeout(IO_TIMEOUT, self.read_response_inner())
+            .await
+            .expect("the server did not answer in time")
+    }
+
+    async fn read_response_inner(&mut self) -> HttpResponse {
+        let mut status_line = String::new();
+        self.stream.read_line(&mut status_line).await.unwrap();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).await.unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .map(|(_, value)| value.parse().unwrap())
+            .expect("every response has a Content-Length");
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await.unwrap();
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// True when the server closed the connection (reads end of stream).
+    pub async fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+}
