@@ -103,7 +103,7 @@ pub use payload::{App, HistoryEntry, Message, MessageReceived, Role, Thread};
 pub use response::{Reply, ResponseBody};
 pub use server::Server;
 pub use signature::{
-    SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, Verifier, escape_non_ascii, sign,
+    SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, Verified, Verifier, escape_non_ascii, sign,
 };
 pub use webhook::Webhook;
 

@@ -160,6 +160,17 @@ impl fmt::Display for SignatureError {
 
 impl std::error::Error for SignatureError {}
 
+/// What a valid signature proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The signed `X-Timestamp`, unix seconds.
+    pub timestamp: u64,
+    /// The decoded `X-Signature` digest; unique per genuine request, since the
+    /// platform puts a microsecond timestamp in every body.
+    pub signature: [u8; DIGEST_LEN],
+}
+
 /// Checks `X-Timestamp` / `X-Signature` against one or more secrets.
 ///
 /// [`Webhook`](crate::Webhook) uses it on every request; it is public for
@@ -176,7 +187,8 @@ impl std::error::Error for SignatureError {}
 /// let mut headers = HeaderMap::new();
 /// headers.insert("x-timestamp", "1763899200".parse()?);
 /// headers.insert("x-signature", sign(&secret, 1_763_899_200, body).parse()?);
-/// assert_eq!(verifier.verify_at(&headers, body, 1_763_899_260), Ok(1_763_899_200));
+/// let verified = verifier.verify_at(&headers, body, 1_763_899_260)?;
+/// assert_eq!(verified.timestamp, 1_763_899_200);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -198,16 +210,15 @@ impl Verifier {
         })
     }
 
-    /// Verifies against the system clock; returns the signed timestamp.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<u64, SignatureError> {
+    /// Verifies against the system clock.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, SignatureError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
         self.verify_at(headers, body, now)
     }
 
-    /// Verifies as if the clock read `now` (unix seconds); returns the signed
-    /// timestamp.
+    /// Verifies as if the clock read `now` (unix seconds).
     ///
     /// The raw body is checked first. Only if that fails and the body holds a
     /// byte >= 0x7f is it checked again in the form the platform really signs
@@ -217,7 +228,7 @@ impl Verifier {
         headers: &HeaderMap,
         body: &[u8],
         now: u64,
-    ) -> Result<u64, SignatureError> {
+    ) -> Result<Verified, SignatureError> {
         let timestamp_text = single_header(headers, TIMESTAMP_HEADER, "X-Timestamp")?;
         let signature_text = single_header(headers, SIGNATURE_HEADER, "X-Signature")?;
         let timestamp = parse_timestamp(timestamp_text)?;
@@ -236,8 +247,12 @@ impl Verifier {
             mac.update(b".");
             mac.update(body);
         });
+        let verified = Verified {
+            timestamp,
+            signature: tag,
+        };
         if raw_matches {
-            return Ok(timestamp);
+            return Ok(verified);
         }
         if needs_escaping(body)
             && let Ok(json) = std::str::from_utf8(body)
@@ -248,7 +263,7 @@ impl Verifier {
                 write_escaped(json, |piece| mac.update(piece));
             });
             if escaped_matches {
-                return Ok(timestamp);
+                return Ok(verified);
             }
         }
         Err(SignatureError::Mismatch)
@@ -348,6 +363,18 @@ mod tests {
     );
     const NOW: u64 = 1_763_899_200;
 
+    impl Verifier {
+        fn timestamp_at(
+            &self,
+            headers: &HeaderMap,
+            body: &[u8],
+            now: u64,
+        ) -> Result<u64, SignatureError> {
+            self.verify_at(headers, body, now)
+                .map(|verified| verified.timestamp)
+        }
+    }
+
     fn secret(text: &str) -> Secret {
         Secret::new(text).expect("test secrets are not empty")
     }
@@ -392,7 +419,7 @@ mod tests {
     fn verifies_every_fixture_as_the_real_sender_signs_it() {
         for (body, line) in [ASCII, NON_ASCII, DEL] {
             assert_eq!(
-                verifier(&[SECRET]).verify_at(&fixture_headers(line), body, NOW),
+                verifier(&[SECRET]).timestamp_at(&fixture_headers(line), body, NOW),
                 Ok(NOW)
             );
         }
@@ -411,7 +438,7 @@ mod tests {
         let (body, _) = NON_ASCII;
         let signature = sign(&secret(SECRET), NOW, body);
         assert_eq!(
-            verifier(&[SECRET]).verify_at(&headers("1763899200", &signature), body, NOW),
+            verifier(&[SECRET]).timestamp_at(&headers("1763899200", &signature), body, NOW),
             Ok(NOW)
         );
     }
@@ -434,11 +461,11 @@ mod tests {
         let (body, line) = ASCII;
         let rotating = verifier(&["older", SECRET, "newer"]);
         assert_eq!(
-            rotating.verify_at(&fixture_headers(line), body, NOW),
+            rotating.timestamp_at(&fixture_headers(line), body, NOW),
             Ok(NOW)
         );
         assert_eq!(
-            verifier(&["older", "newer"]).verify_at(&fixture_headers(line), body, NOW),
+            verifier(&["older", "newer"]).timestamp_at(&fixture_headers(line), body, NOW),
             Err(SignatureError::Mismatch)
         );
     }
@@ -448,7 +475,11 @@ mod tests {
         let (body, _) = ASCII;
         let check = |timestamp: u64| {
             let signature = sign(&secret(SECRET), timestamp, body);
-            verifier(&[SECRET]).verify_at(&headers(&timestamp.to_string(), &signature), body, NOW)
+            verifier(&[SECRET]).timestamp_at(
+                &headers(&timestamp.to_string(), &signature),
+                body,
+                NOW,
+            )
         };
         assert_eq!(check(NOW - 300), Ok(NOW - 300));
         assert_eq!(check(NOW + 300), Ok(NOW + 300));
@@ -474,7 +505,7 @@ mod tests {
             tampered[index] ^= 0x01;
             assert!(
                 verifier(&[SECRET])
-                    .verify_at(&headers, &tampered, NOW)
+                    .timestamp_at(&headers, &tampered, NOW)
                     .is_err(),
                 "flipped byte {index} was accepted"
             );
@@ -491,7 +522,7 @@ mod tests {
             let mut headers = fixture_headers(line);
             headers.remove(removed);
             assert_eq!(
-                verifier(&[SECRET]).verify_at(&headers, body, NOW),
+                verifier(&[SECRET]).timestamp_at(&headers, body, NOW),
                 Err(SignatureError::Missing { header: named })
             );
         }
@@ -510,7 +541,7 @@ mod tests {
         ];
         for signature in bad_signatures {
             let result =
-                verifier(&[SECRET]).verify_at(&headers("1763899200", signature), body, NOW);
+                verifier(&[SECRET]).timestamp_at(&headers("1763899200", signature), body, NOW);
             assert!(
                 matches!(
                     result,
@@ -529,7 +560,7 @@ mod tests {
             "1763899200.5",
             "99999999999999999999999",
         ] {
-            let result = verifier(&[SECRET]).verify_at(&headers(timestamp, good), body, NOW);
+            let result = verifier(&[SECRET]).timestamp_at(&headers(timestamp, good), body, NOW);
             assert!(
                 matches!(
                     result,
@@ -549,7 +580,7 @@ mod tests {
         let (timestamp, good) = line.trim().split_once(' ').expect("fixture line");
         let upper = format!("sha256={}", good["sha256=".len()..].to_uppercase());
         assert_eq!(
-            verifier(&[SECRET]).verify_at(&headers(timestamp, &upper), body, NOW),
+            verifier(&[SECRET]).timestamp_at(&headers(timestamp, &upper), body, NOW),
             Ok(NOW)
         );
     }
@@ -561,7 +592,7 @@ mod tests {
         let again = headers.get(SIGNATURE_HEADER).cloned().expect("present");
         headers.append(SIGNATURE_HEADER, again);
         assert!(matches!(
-            verifier(&[SECRET]).verify_at(&headers, body, NOW),
+            verifier(&[SECRET]).timestamp_at(&headers, body, NOW),
             Err(SignatureError::Malformed {
                 header: "X-Signature",
                 ..
@@ -575,7 +606,7 @@ mod tests {
         let (_, good) = line.trim().split_once(' ').expect("fixture line");
         let wrong = sign(&secret("wrong"), NOW, body);
         let error = verifier(&[SECRET])
-            .verify_at(&headers("1763899200", &wrong), body, NOW)
+            .timestamp_at(&headers("1763899200", &wrong), body, NOW)
             .expect_err("wrong secret");
         let shown = format!("{error} {error:?}");
         assert!(!shown.contains(&good[7..]) && !shown.contains(SECRET));

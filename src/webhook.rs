@@ -119,7 +119,7 @@ impl Webhook {
 
     fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<u64>, RequestError> {
         match &self.inner.verifier {
-            Some(verifier) => Ok(Some(verifier.verify(headers, body)?)),
+            Some(verifier) => Ok(Some(verifier.verify(headers, body)?.timestamp)),
             None => Ok(None),
         }
     }
