@@ -2,10 +2,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit};
 use sha2::Sha256;
+
+use crate::replay::{MemoryReplayCache, ReplayCache};
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 
@@ -95,9 +98,55 @@ pub struct Config {
     /// Default: 300 s (the platform's dashboard tells partners 5 minutes).
     pub replay_window: Duration,
     /// Time a client has to send a complete request head, from the moment the
-    /// connection opens or the previous response was sent.
+    /// connection opens or the previous response was sent; it is also how long
+    /// an idle keep-alive connection stays open. The connection is closed when
+    /// it runs out.
     /// Default: 10 s.
     pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted; larger ones
+    /// are answered `431` by hyper. Values under 8 KiB count as 8 KiB.
+    /// Default: 16 KiB.
+    pub max_header_bytes: usize,
+    /// Time a client has to send the whole body once the head has arrived;
+    /// past it the request is answered `408` and the connection closed.
+    /// Default: 10 s.
+    pub body_read_timeout: Duration,
+    /// Time to answer, counted from the arrival of the request. The platform
+    /// gives up after 8 s and shows the end user an error, so the server
+    /// answers first: with [`fallback_reply`](Config::fallback_reply) if set,
+    /// else `504`. The assistant's future is dropped at that moment, cancelling
+    /// whatever it was awaiting (an LLM call, say).
+    /// Default: 7.5 s.
+    pub reply_deadline: Duration,
+    /// Reply sent (as a normal `200`) when the assistant misses
+    /// [`reply_deadline`](Config::reply_deadline), so the end user sees a
+    /// friendly message instead of an error.
+    /// Default: `None` (answer `504` with a JSON error).
+    pub fallback_reply: Option<String>,
+    /// Connections served at once; further ones wait in the operating system's
+    /// accept queue until one closes.
+    /// Default: 1024.
+    pub max_connections: usize,
+    /// Assistant calls running at once; past it, requests are answered `503`
+    /// with `Retry-After` at once instead of queueing without bound. Assistants
+    /// mostly wait on I/O (LLM calls), so this is above the core count.
+    /// Default: 64.
+    pub max_concurrent_replies: usize,
+    /// Request body bytes buffered at once across all requests, reserved from
+    /// `Content-Length` (or [`body_limit`](Config::body_limit) for chunked
+    /// bodies) before reading; past it, requests are answered `503`. This, not
+    /// the connection count, is what bounds memory under many slow uploads.
+    /// Must be at least `body_limit`.
+    /// Default: 64 MiB.
+    pub max_buffered_bytes: usize,
+    /// At shutdown, how long requests in flight may take to finish before
+    /// their connections are cut.
+    /// Default: 10 s.
+    pub shutdown_grace: Duration,
+    /// Where accepted signatures are remembered so that an exact replay is
+    /// rejected (`401`, reason `replayed`). Clones of a `Config` share it.
+    /// Default: a [`MemoryReplayCache`] for 100,000 signatures.
+    pub replay_cache: Arc<dyn ReplayCache>,
 }
 
 impl Default for Config {
@@ -109,6 +158,15 @@ impl Default for Config {
             body_limit: 1024 * 1024,
             replay_window: Duration::from_secs(300),
             header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            body_read_timeout: Duration::from_secs(10),
+            reply_deadline: Duration::from_millis(7500),
+            fallback_reply: None,
+            max_connections: 1024,
+            max_concurrent_replies: 64,
+            max_buffered_bytes: 64 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            replay_cache: Arc::new(MemoryReplayCache::default()),
         }
     }
 }
@@ -145,12 +203,35 @@ impl Config {
         self
     }
 
+    /// Sets [`reply_deadline`](Config::reply_deadline).
+    pub fn reply_deadline(mut self, deadline: Duration) -> Self {
+        self.reply_deadline = deadline;
+        self
+    }
+
+    /// Sets [`fallback_reply`](Config::fallback_reply).
+    pub fn fallback_reply(mut self, text: impl Into<String>) -> Self {
+        self.fallback_reply = Some(text.into());
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), SetupError> {
         match (self.secrets.is_empty(), self.accept_unsigned) {
-            (true, false) => Err(SetupError::NoSecret),
-            (false, true) => Err(SetupError::SecretsAndUnsigned),
-            _ => Ok(()),
+            (true, false) => return Err(SetupError::NoSecret),
+            (false, true) => return Err(SetupError::SecretsAndUnsigned),
+            _ => {}
         }
+        if self.max_connections == 0 || self.max_concurrent_replies == 0 {
+            return Err(SetupError::InvalidLimit(
+                "max_connections and max_concurrent_replies must be at least 1",
+            ));
+        }
+        if self.max_buffered_bytes < self.body_limit {
+            return Err(SetupError::InvalidLimit(
+                "max_buffered_bytes must be at least body_limit, or no body that large could be read",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -165,6 +246,8 @@ pub enum SetupError {
     NoSecret,
     /// Secrets were configured together with [`Config::accept_unsigned`].
     SecretsAndUnsigned,
+    /// A limit in [`Config`] can never be met; the text says which.
+    InvalidLimit(&'static str),
     /// The listening socket could not be bound.
     Bind {
         /// The address from [`Config::addr`].
@@ -190,6 +273,7 @@ impl fmt::Display for SetupError {
                 "Config::accept_unsigned() cannot be combined with secrets: anyone could skip \
                  the signature; remove one of the two",
             ),
+            SetupError::InvalidLimit(problem) => write!(f, "invalid limit: {problem}"),
             SetupError::Bind { addr, .. } => write!(f, "could not listen on {addr}"),
         }
     }

@@ -1,6 +1,7 @@
 //! The request path's failures, each answered with one fixed HTTP status.
 
 use std::fmt;
+use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 
@@ -37,6 +38,12 @@ pub enum RequestError {
     },
     /// 400: the body could not be read (bad chunked encoding, broken connection).
     BodyRead(BoxError),
+    /// 408: the body did not arrive within
+    /// [`Config::body_read_timeout`](crate::Config::body_read_timeout).
+    BodyTimeout {
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
     /// 401: the signature headers are missing, malformed, outside the replay
     /// window, or do not match.
     Unauthorized(SignatureError),
@@ -52,6 +59,21 @@ pub enum RequestError {
     /// 500: the assistant returned an error or panicked. The detail is the
     /// [`source`](std::error::Error::source) and is logged, never sent.
     Assistant(BoxError),
+    /// 503, with `Retry-After`: a limit on concurrent work was reached, or the
+    /// replay cache could not answer.
+    Overloaded {
+        /// Which limit, in words.
+        reason: &'static str,
+        /// The underlying failure, if any; logged, never sent.
+        source: Option<BoxError>,
+    },
+    /// 504: the assistant did not answer within
+    /// [`Config::reply_deadline`](crate::Config::reply_deadline) and no
+    /// [`fallback_reply`](crate::Config::fallback_reply) is configured.
+    ReplyTimeout {
+        /// The deadline that passed.
+        deadline: Duration,
+    },
 }
 
 impl RequestError {
@@ -62,10 +84,13 @@ impl RequestError {
             RequestError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             RequestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             RequestError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             RequestError::InvalidPayload { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             RequestError::Assistant(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RequestError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::ReplyTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }
@@ -84,12 +109,25 @@ impl fmt::Display for RequestError {
                 write!(f, "request body is larger than the {limit}-byte limit")
             }
             RequestError::BodyRead(_) => f.write_str("could not read the request body"),
+            RequestError::BodyTimeout { timeout } => write!(
+                f,
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
             RequestError::Unauthorized(reason) => reason.fmt(f),
             RequestError::MalformedJson(error) => write!(f, "body is not valid JSON: {error}"),
             RequestError::InvalidPayload { field, reason } => {
                 write!(f, "invalid message_received payload at `{field}`: {reason}")
             }
             RequestError::Assistant(_) => f.write_str("the assistant failed to reply"),
+            RequestError::Overloaded { reason, .. } => {
+                write!(f, "temporarily overloaded ({reason}); retry shortly")
+            }
+            RequestError::ReplyTimeout { deadline } => write!(
+                f,
+                "the assistant did not reply within {} s",
+                deadline.as_secs_f64()
+            ),
         }
     }
 }
@@ -100,6 +138,10 @@ impl std::error::Error for RequestError {
             RequestError::BodyRead(error) | RequestError::Assistant(error) => Some(&**error),
             RequestError::Unauthorized(error) => Some(error),
             RequestError::MalformedJson(error) => Some(error),
+            RequestError::Overloaded {
+                source: Some(error),
+                ..
+            } => Some(&**error),
             _ => None,
         }
     }

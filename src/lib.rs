@@ -12,13 +12,17 @@
 //! 1. **bytes in** (`server`): TCP, HTTP/1.1, header read timeout, graceful shutdown;
 //! 2. **the spine** (`webhook`): calls the steps below, one line each, and logs the request;
 //! 3. **limits** (`limits`): `Content-Type`, then the body size, from `Content-Length`
-//!    before reading and again while reading;
+//!    before reading and again while reading, a read timeout, and a memory budget
+//!    shared by all requests;
 //! 4. **verify** (`signature`): `X-Timestamp` / `X-Signature`, replay window, constant
 //!    time, and the platform's escaping quirk (it signs non-ASCII as `\uXXXX` but
 //!    sends raw UTF-8, see [`escape_non_ascii`]);
-//! 5. **parse** (`payload`): the `message_received` body into [`MessageReceived`];
-//! 6. **assistant** (`assistant`): your [`Assistant`], with errors and panics caught;
-//! 7. **reply bytes out** (`response`): [`Reply`] or a JSON error with the status of its
+//! 5. **replay** (`replay`): an exact replay of an accepted request is refused
+//!    ([`ReplayCache`]);
+//! 6. **parse** (`payload`): the `message_received` body into [`MessageReceived`];
+//! 7. **assistant** (`assistant`): your [`Assistant`], with errors and panics caught,
+//!    a limit on concurrent calls, and a reply deadline under the platform's 8 s;
+//! 8. **reply bytes out** (`response`): [`Reply`] or a JSON error with the status of its
 //!    [`RequestError`].
 //!
 //! # Serving
@@ -85,21 +89,34 @@
 //! # }
 //! ```
 
-mod assistant;
+// Declared in the order a request travels through them.
+// Setup: configuration and secrets.
 mod config;
-mod error;
-mod limits;
-mod payload;
-mod response;
+// Bytes in: sockets, HTTP/1.1 connections, shutdown.
 mod server;
-mod signature;
+// The spine that calls the steps below.
 mod webhook;
+// Limits before and while reading the body.
+mod limits;
+// Verify the signature.
+mod signature;
+// Refuse exact replays.
+mod replay;
+// Parse the payload.
+mod payload;
+// Call the assistant.
+mod assistant;
+// Reply bytes out.
+mod response;
+// The statuses every failure maps to.
+mod error;
 
 pub use assistant::{Assistant, AssistantFn, Context, assistant_fn};
 pub use async_trait::async_trait;
 pub use config::{Config, Secret, SetupError};
 pub use error::{BoxError, RequestError};
 pub use payload::{App, HistoryEntry, Message, MessageReceived, Role, Thread};
+pub use replay::{MemoryReplayCache, ReplayCache};
 pub use response::{Reply, ResponseBody};
 pub use server::Server;
 pub use signature::{

@@ -1,10 +1,14 @@
 //! Limits: what is checked before and while the body is read, so an oversized
 //! or non-JSON request is refused without buffering it.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::HeaderMap;
 use hyper::body::{Body, Bytes};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{BoxError, RequestError};
 
@@ -31,30 +35,72 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), RequestError
     }
 }
 
-/// Reads the whole body, refusing from `Content-Length` before the first byte
-/// is read, and counting as it reads for bodies without one (chunked).
-pub(crate) async fn read_body<B>(
-    headers: &HeaderMap,
-    body: B,
+/// How bodies may be read: the per-request size limit and time, and the
+/// memory all requests together may hold.
+#[derive(Debug)]
+pub(crate) struct BodyLimits {
     limit: usize,
-) -> Result<Bytes, RequestError>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(RequestError::PayloadTooLarge { limit });
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => {
-            Err(RequestError::PayloadTooLarge { limit })
+    timeout: Duration,
+    /// Buffered bytes still available, in KiB so that any budget fits the
+    /// semaphore's permit count.
+    budget_kib: Arc<Semaphore>,
+}
+
+const KIB: usize = 1024;
+
+impl BodyLimits {
+    pub(crate) fn new(limit: usize, timeout: Duration, max_buffered_bytes: usize) -> Self {
+        let budget = (max_buffered_bytes / KIB).min(Semaphore::MAX_PERMITS);
+        BodyLimits {
+            limit,
+            timeout,
+            budget_kib: Arc::new(Semaphore::new(budget)),
         }
-        Err(error) => Err(RequestError::BodyRead(error)),
+    }
+
+    /// Reads the whole body: refused from `Content-Length` before the first
+    /// byte is read, counted while reading bodies without one (chunked), and
+    /// cut off when it does not arrive in time. The returned permit holds the
+    /// body's share of the memory budget; drop it with the body.
+    pub(crate) async fn read<B>(
+        &self,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Result<(Bytes, OwnedSemaphorePermit), RequestError>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let limit = self.limit;
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<u64>().ok());
+        let reserved = match declared {
+            Some(length) if length > limit as u64 => {
+                return Err(RequestError::PayloadTooLarge { limit });
+            }
+            Some(length) => length as usize,
+            None => limit,
+        };
+        let kib = u32::try_from(reserved.div_ceil(KIB)).unwrap_or(u32::MAX);
+        let permit = Arc::clone(&self.budget_kib)
+            .try_acquire_many_owned(kib)
+            .map_err(|_| RequestError::Overloaded {
+                reason: "too many request bodies in memory",
+                source: None,
+            })?;
+        let collect = Limited::new(body, limit).collect();
+        match tokio::time::timeout(self.timeout, collect).await {
+            Ok(Ok(collected)) => Ok((collected.to_bytes(), permit)),
+            Ok(Err(error)) if error.is::<LengthLimitError>() => {
+                Err(RequestError::PayloadTooLarge { limit })
+            }
+            Ok(Err(error)) => Err(RequestError::BodyRead(error)),
+            Err(_) => Err(RequestError::BodyTimeout {
+                timeout: self.timeout,
+            }),
+        }
     }
 }
 

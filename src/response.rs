@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, SizeHint};
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -94,6 +94,8 @@ impl Body for ResponseBody {
 /// What a request that did not fail produced.
 pub(crate) enum Answer {
     Reply(Reply),
+    /// The configured fallback, sent because the assistant missed the deadline.
+    Fallback(Reply),
     Healthy,
 }
 
@@ -103,7 +105,7 @@ const MAX_ERROR_MESSAGE: usize = 300;
 
 pub(crate) fn build(outcome: &Result<Answer, RequestError>) -> Response<ResponseBody> {
     let (status, body) = match outcome {
-        Ok(Answer::Reply(reply)) => match serde_json::to_vec(reply) {
+        Ok(Answer::Reply(reply) | Answer::Fallback(reply)) => match serde_json::to_vec(reply) {
             Ok(json) => (StatusCode::OK, json),
             // Unreachable in practice (string keys, JSON values), but never panic here.
             Err(_) => (
@@ -118,8 +120,19 @@ pub(crate) fn build(outcome: &Result<Answer, RequestError>) -> Response<Response
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Err(RequestError::MethodNotAllowed { allow, .. }) = outcome {
-        headers.insert(ALLOW, HeaderValue::from_static(allow));
+    match outcome {
+        Err(RequestError::MethodNotAllowed { allow, .. }) => {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        Err(RequestError::Overloaded { .. }) => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        // The rest of the body may still be on its way; closing is the only
+        // way not to read it.
+        Err(RequestError::BodyTimeout { .. } | RequestError::PayloadTooLarge { .. }) => {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     response
 }

@@ -3,12 +3,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::assistant::Assistant;
@@ -18,6 +21,9 @@ use crate::webhook::Webhook;
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop
 /// neither dies nor spins.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// hyper panics below this read buffer size.
+const MIN_HEADER_BUFFER: usize = 8192;
 
 /// A listening webhook server.
 ///
@@ -40,6 +46,8 @@ pub struct Server {
     local_addr: SocketAddr,
     webhook: Webhook,
     connection: http1::Builder,
+    connection_slots: Arc<Semaphore>,
+    shutdown_grace: Duration,
 }
 
 impl Server {
@@ -80,12 +88,15 @@ impl Server {
         connection
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BUFFER))
             .keep_alive(true);
         Ok(Server {
             listener,
             local_addr,
             webhook,
             connection,
+            connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+            shutdown_grace: config.shutdown_grace,
         })
     }
 
@@ -94,13 +105,25 @@ impl Server {
         self.local_addr
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and waits for
-    /// the requests in flight to be answered before returning.
+    /// Serves until `shutdown` resolves. Then it stops accepting (new
+    /// connections are refused), lets the requests in flight finish for up to
+    /// [`Config::shutdown_grace`], cuts the connections still open after that,
+    /// and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         info!(addr = %self.local_addr, "listening");
         loop {
+            // Reap finished connection tasks so the set does not grow.
+            while connections.try_join_next().is_some() {}
+            // At the connection limit, wait here: new clients queue in the
+            // operating system's accept queue instead of costing memory.
+            let slot = tokio::select! {
+                slot = Arc::clone(&self.connection_slots).acquire_owned() => slot,
+                () = &mut shutdown => break,
+            };
+            let Ok(slot) = slot else { break };
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
@@ -110,10 +133,11 @@ impl Server {
                             .connection
                             .serve_connection(TokioIo::new(stream), self.webhook.clone());
                         let connection = graceful.watch(connection);
-                        tokio::spawn(async move {
+                        connections.spawn(async move {
                             if let Err(error) = connection.await {
                                 debug!(%peer, %error, "connection closed with an error");
                             }
+                            drop(slot);
                         });
                     }
                     Err(error) => {
@@ -125,8 +149,20 @@ impl Server {
             }
         }
         drop(self.listener);
-        info!("shutting down: finishing requests in flight");
-        graceful.shutdown().await;
+        info!(
+            grace_secs = self.shutdown_grace.as_secs_f64(),
+            "shutting down: finishing requests in flight"
+        );
+        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(
+                connections = connections.len(),
+                "grace period over; cutting the connections still open"
+            );
+        }
+        connections.shutdown().await;
         info!("shut down");
     }
 }

@@ -127,6 +127,8 @@ pub enum SignatureError {
     },
     /// No configured secret produces this signature for this body.
     Mismatch,
+    /// This exact signed request was already accepted inside the replay window.
+    Replayed,
 }
 
 impl fmt::Display for SignatureError {
@@ -153,6 +155,9 @@ impl fmt::Display for SignatureError {
             }
             SignatureError::Mismatch => {
                 f.write_str("signature mismatch: not signed with the configured webhook secret")
+            }
+            SignatureError::Replayed => {
+                f.write_str("replayed: this signed request was already accepted")
             }
         }
     }

@@ -7,7 +7,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use hyper::body::{Body, Bytes};
 use hyper::header::HeaderValue;
@@ -18,10 +21,11 @@ use tracing::{debug, error, info, warn};
 use crate::assistant::{self, Assistant, Context};
 use crate::config::{Config, SetupError};
 use crate::error::{BoxError, RequestError};
-use crate::limits;
+use crate::limits::{self, BodyLimits};
 use crate::payload::MessageReceived;
-use crate::response::{self, Answer, ResponseBody};
-use crate::signature::Verifier;
+use crate::replay::ReplayCache;
+use crate::response::{self, Answer, Reply, ResponseBody};
+use crate::signature::{SignatureError, Verified, Verifier};
 
 const HEALTH_PATH: &str = "/healthz";
 
@@ -55,7 +59,12 @@ pub struct Webhook {
 struct Inner {
     /// `None` only when the configuration accepts unsigned requests.
     verifier: Option<Verifier>,
-    body_limit: usize,
+    replay_cache: Arc<dyn ReplayCache>,
+    replay_window: Duration,
+    body: BodyLimits,
+    reply_slots: Semaphore,
+    reply_deadline: Duration,
+    fallback_reply: Option<String>,
     assistant: Box<dyn Assistant>,
 }
 
@@ -72,7 +81,16 @@ impl Webhook {
         Ok(Webhook {
             inner: Arc::new(Inner {
                 verifier,
-                body_limit: config.body_limit,
+                replay_cache: Arc::clone(&config.replay_cache),
+                replay_window: config.replay_window,
+                body: BodyLimits::new(
+                    config.body_limit,
+                    config.body_read_timeout,
+                    config.max_buffered_bytes,
+                ),
+                reply_slots: Semaphore::new(config.max_concurrent_replies),
+                reply_deadline: config.reply_deadline,
+                fallback_reply: config.fallback_reply.clone(),
                 assistant: Box::new(assistant),
             }),
         })
@@ -88,7 +106,7 @@ impl Webhook {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let mut ids = LoggedIds::from_headers(&parts.headers);
-        let outcome = self.process(&parts, body, &mut ids).await;
+        let outcome = self.process(&parts, body, &mut ids, started).await;
         let response = response::build(&outcome);
         log_request(&parts, &outcome, &ids, started);
         response
@@ -99,6 +117,7 @@ impl Webhook {
         parts: &Parts,
         body: B,
         ids: &mut LoggedIds,
+        started: Instant,
     ) -> Result<Answer, RequestError>
     where
         B: Body,
@@ -108,19 +127,72 @@ impl Webhook {
             return Ok(answer);
         }
         limits::check_content_type(&parts.headers)?;
-        let body = limits::read_body(&parts.headers, body, self.inner.body_limit).await?;
-        let signed_at = self.verify(&parts.headers, &body)?;
+        let (body, _memory) = self.inner.body.read(&parts.headers, body).await?;
+        let verified = self.verify(&parts.headers, &body)?;
+        self.reject_replay(verified).await?;
         let message = MessageReceived::from_json(&body)?;
         ids.message_id.clone_from(&message.message.id);
-        let context = request_context(&parts.headers, signed_at, body);
-        let reply = assistant::call(&*self.inner.assistant, message, context).await?;
-        Ok(Answer::Reply(reply))
+        let context = request_context(&parts.headers, verified, body);
+        let _slot = self.reply_slot()?;
+        self.reply_in_time(message, context, started).await
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<u64>, RequestError> {
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<Verified>, RequestError> {
         match &self.inner.verifier {
-            Some(verifier) => Ok(Some(verifier.verify(headers, body)?.timestamp)),
+            Some(verifier) => Ok(Some(verifier.verify(headers, body)?)),
             None => Ok(None),
+        }
+    }
+
+    async fn reject_replay(&self, verified: Option<Verified>) -> Result<(), RequestError> {
+        let Some(verified) = verified else {
+            return Ok(());
+        };
+        let expires_at = verified
+            .timestamp
+            .saturating_add(self.inner.replay_window.as_secs());
+        match self
+            .inner
+            .replay_cache
+            .first_seen(verified.signature, expires_at)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SignatureError::Replayed.into()),
+            Err(error) => Err(RequestError::Overloaded {
+                reason: "replay cache unavailable",
+                source: Some(error),
+            }),
+        }
+    }
+
+    fn reply_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, RequestError> {
+        self.inner
+            .reply_slots
+            .try_acquire()
+            .map_err(|_| RequestError::Overloaded {
+                reason: "too many replies in progress",
+                source: None,
+            })
+    }
+
+    /// Calls the assistant, but answers by the deadline whatever it does.
+    async fn reply_in_time(
+        &self,
+        message: MessageReceived,
+        context: Context,
+        started: Instant,
+    ) -> Result<Answer, RequestError> {
+        let deadline = started + self.inner.reply_deadline;
+        let reply = assistant::call(&*self.inner.assistant, message, context);
+        match tokio::time::timeout_at(deadline, reply).await {
+            Ok(reply) => Ok(Answer::Reply(reply?)),
+            Err(_) => match &self.inner.fallback_reply {
+                Some(text) => Ok(Answer::Fallback(Reply::new(text.as_str()))),
+                None => Err(RequestError::ReplyTimeout {
+                    deadline: self.inner.reply_deadline,
+                }),
+            },
         }
     }
 }
@@ -139,12 +211,12 @@ fn route(parts: &Parts) -> Result<Option<Answer>, RequestError> {
     }
 }
 
-fn request_context(headers: &HeaderMap, signed_at: Option<u64>, body: Bytes) -> Context {
+fn request_context(headers: &HeaderMap, verified: Option<Verified>, body: Bytes) -> Context {
     Context {
         app_id: header_text(headers, "x-app-id"),
         thread_id: header_text(headers, "x-thread-id"),
-        signed_at,
-        verified: signed_at.is_some(),
+        signed_at: verified.map(|verified| verified.timestamp),
+        verified: verified.is_some(),
         body,
     }
 }
@@ -200,6 +272,10 @@ fn log_request(
             %method, path, status = 200, %latency_ms, app_id, thread_id, message_id,
             "replied"
         ),
+        Ok(Answer::Fallback(_)) => warn!(
+            %method, path, status = 200, %latency_ms, app_id, thread_id, message_id,
+            "assistant missed the reply deadline; sent the fallback reply"
+        ),
         Err(rejection) => {
             let status = rejection.status().as_u16();
             let detail = std::error::Error::source(rejection)
@@ -224,7 +300,7 @@ impl fmt::Debug for Webhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Webhook")
             .field("verifies_signatures", &self.inner.verifier.is_some())
-            .field("body_limit", &self.inner.body_limit)
+            .field("body", &self.inner.body)
             .finish_non_exhaustive()
     }
 }

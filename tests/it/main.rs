@@ -6,6 +6,7 @@
 )]
 
 mod connections;
+mod hostile;
 mod http_semantics;
 mod payloads;
 mod platform_sender;

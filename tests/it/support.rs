@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use partner_webhook::{
@@ -83,8 +84,12 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// The normal payload the platform sends for `content`.
+/// The normal payload the platform sends for `content`. Like the platform's,
+/// its `timestamp` has microseconds and differs on every call, so two
+/// requests never share a signature (the server refuses exact replays).
 pub fn payload(content: &str) -> Value {
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    let micros = SENT.fetch_add(1, Ordering::Relaxed) % 1_000_000;
     json!({
         "version": "1.0",
         "event": "message_received",
@@ -97,7 +102,7 @@ pub fn payload(content: &str) -> Value {
              "content_json": {"source": "system"}},
             {"role": "user", "content": content, "content_json": {}}
         ],
-        "timestamp": "2026-11-23T12:00:00.123456+00:00"
+        "timestamp": format!("2026-11-23T12:00:00.{micros:06}+00:00")
     })
 }
 
@@ -214,7 +219,24 @@ impl Connection {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
-        self.stream.get_mut().write_all(bytes).await.unwrap();
+        self.write_raw(bytes).await.unwrap();
+    }
+
+    /// Writes without asserting success: the server may already have closed.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.get_mut().write_all(bytes).await
+    }
+
+    /// A response if the server sends one before closing, `None` if it only
+    /// closes the connection.
+    pub async fn try_read_response(&mut self) -> Option<HttpResponse> {
+        let peeked = tokio::time::timeout(IO_TIMEOUT, self.stream.fill_buf())
+            .await
+            .expect("the server neither answered nor closed in time");
+        match peeked {
+            Ok([]) | Err(_) => None,
+            Ok(_) => Some(self.read_response().await),
+        }
     }
 
     pub async fn send(&mut self, request: &[u8]) -> HttpResponse {
