@@ -14,14 +14,6 @@ use crate::support::*;
 
 const SHORT: Duration = Duration::from_millis(300);
 
-async fn assert_still_serving(server: &TestServer) {
-    let reply = server
-        .send(&signed_post(&payload("still there?")))
-        .await
-        .reply();
-    assert_eq!(reply, "Echo: still there?");
-}
-
 /// An assistant that sleeps `delay` before echoing, and records whether its
 /// future was dropped before it finished.
 fn sleepy(delay: Duration, dropped: Arc<AtomicBool>) -> impl partner_webhook::Assistant {

@@ -6,15 +6,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// After every rejection the same server must still answer a valid request.
-async fn assert_still_serving(server: &TestServer) {
-    let reply = server
-        .send(&signed_post(&payload("still there?")))
-        .await
-        .reply();
-    assert_eq!(reply, "Echo: still there?");
-}
-
 fn signed_raw(body: &[u8], extra_headers: &[(&str, &str)]) -> Vec<u8> {
     let mut headers = platform_headers();
     for (name, value) in extra_headers {

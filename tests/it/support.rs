@@ -59,6 +59,15 @@ impl TestServer {
     }
 }
 
+/// After every rejection the same server must still answer a valid request.
+pub async fn assert_still_serving(server: &TestServer) {
+    let reply = server
+        .send(&signed_post(&payload("still there?")))
+        .await
+        .reply();
+    assert_eq!(reply, "Echo: still there?");
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
