@@ -153,7 +153,10 @@ mod tests {
         // the entry can go.
         assert!(cache.first_seen_at([1; 32], 800, 400).expect("room"));
         assert_eq!(cache.len(), 1);
-        assert_eq!(format!("{cache:?}"), "MemoryReplayCache { capacity: 10, len: 1 }");
+        assert_eq!(
+            format!("{cache:?}"),
+            "MemoryReplayCache { capacity: 10, len: 1 }"
+        );
     }
 
     #[test]

@@ -10,5 +10,6 @@ mod hostile;
 mod http_semantics;
 mod payloads;
 mod platform_sender;
+mod properties;
 mod signatures;
 mod support;
