@@ -54,7 +54,16 @@ impl MessageReceived {
     /// # Ok::<(), partner_webhook::RequestError>(())
     /// ```
     pub fn from_json(body: &[u8]) -> Result<Self, RequestError> {
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        // serde_json skips UTF-8 checks inside strings it ignores (unknown
+        // fields), so check the whole body: JSON is UTF-8, and the raw body is
+        // handed to the assistant as such.
+        let text = std::str::from_utf8(body).map_err(|error| {
+            RequestError::MalformedJson(serde::de::Error::custom(format_args!(
+                "invalid UTF-8 at byte {}",
+                error.valid_up_to()
+            )))
+        })?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         let parsed: MessageReceived =
             serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
                 let path = error.path().to_string();
@@ -225,6 +234,24 @@ mod tests {
         assert!(text.contains("line 1 column"), "{text}");
         let (status, _) = status_and_text(&format!("{NORMAL} trailing"));
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn invalid_utf8_is_400_even_in_an_ignored_field() {
+        // Found by fuzz/fuzz_targets/verify_and_parse.rs: serde_json accepted it.
+        let body = NORMAL.replace(r#""context":{"locale":"fr"}"#, r#""x":"\u{ff}""#);
+        let mut bytes = body.into_bytes();
+        let at = bytes
+            .windows(6)
+            .position(|w| w == b"\\u{ff}")
+            .expect("marker");
+        bytes.splice(at..at + 6, [0xff]);
+        let error = MessageReceived::from_json(&bytes).expect_err("not UTF-8");
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            error.to_string().contains("invalid UTF-8 at byte"),
+            "{error}"
+        );
     }
 
     #[test]

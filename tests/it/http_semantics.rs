@@ -178,6 +178,28 @@ async fn invalid_json_is_400_with_line_and_column() {
 }
 
 #[tokio::test]
+async fn invalid_utf8_is_400_even_where_the_payload_ignores_it() {
+    let server = TestServer::echo().await;
+    let mut body = body_of(&payload("hi"));
+    body.truncate(body.len() - 1);
+    body.extend_from_slice(b",\"extra\":\"\xff\"}");
+    // Not UTF-8, so there is no escaped form: sign the raw bytes.
+    let timestamp = now();
+    let signature = partner_webhook::sign(
+        &partner_webhook::Secret::new(SECRET).unwrap(),
+        timestamp,
+        &body,
+    );
+    let mut headers = platform_headers();
+    headers.push(("X-Timestamp".into(), timestamp.to_string()));
+    headers.push(("X-Signature".into(), signature));
+    let response = server.send(&request("POST", "/", &headers, &body)).await;
+    let error = response.assert_json_error(400);
+    assert!(error.contains("invalid UTF-8"), "{error}");
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
 async fn wrong_shape_or_event_is_422_naming_the_field() {
     let server = TestServer::echo().await;
     let mut wrong_type = payload("hi");
