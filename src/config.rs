@@ -132,10 +132,10 @@ pub struct Config {
     /// mostly wait on I/O (LLM calls), so this is above the core count.
     /// Default: 64.
     pub max_concurrent_replies: usize,
-    /// Request body bytes buffered at once across all requests, reserved from
-    /// `Content-Length` (or [`body_limit`](Config::body_limit) for chunked
-    /// bodies) before reading; past it, requests are answered `503`. This, not
-    /// the connection count, is what bounds memory under many slow uploads.
+    /// Request body bytes buffered at once across all requests, reserved as
+    /// the bytes arrive; past it, requests are answered `503`. This, not the
+    /// connection count, is what bounds memory under many slow uploads, and a
+    /// client that only announces a large `Content-Length` holds none of it.
     /// Must be at least `body_limit`.
     /// Default: 64 MiB.
     pub max_buffered_bytes: usize,
@@ -145,7 +145,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where accepted signatures are remembered so that an exact replay is
     /// rejected (`401`, reason `replayed`). Clones of a `Config` share it.
-    /// Default: a [`MemoryReplayCache`] for 100,000 signatures.
+    /// Default: a [`MemoryReplayCache`] for 100,000 signatures (when full it
+    /// forgets the oldest and refuses requests signed that early).
     pub replay_cache: Arc<dyn ReplayCache>,
 }
 

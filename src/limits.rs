@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::HeaderMap;
-use hyper::body::{Body, Bytes};
+use hyper::body::{Body, Buf, Bytes};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -60,8 +60,11 @@ impl BodyLimits {
 
     /// Reads the whole body: refused from `Content-Length` before the first
     /// byte is read, counted while reading bodies without one (chunked), and
-    /// cut off when it does not arrive in time. The returned permit holds the
-    /// body's share of the memory budget; drop it with the body.
+    /// cut off when it does not arrive in time. Memory is reserved from the
+    /// shared budget as bytes arrive, not from what `Content-Length` claims,
+    /// so a client that announces a large body and sends nothing holds
+    /// nothing. The returned permit holds the body's share; drop it with the
+    /// body.
     pub(crate) async fn read<B>(
         &self,
         headers: &HeaderMap,
@@ -71,36 +74,60 @@ impl BodyLimits {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        let limit = self.limit;
         let declared = headers
             .get(CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|text| text.parse::<u64>().ok());
-        let reserved = match declared {
-            Some(length) if length > limit as u64 => {
-                return Err(RequestError::PayloadTooLarge { limit });
+        if declared.is_some_and(|length| length > self.limit as u64) {
+            return Err(RequestError::PayloadTooLarge { limit: self.limit });
+        }
+        tokio::time::timeout(self.timeout, self.collect(body))
+            .await
+            .unwrap_or(Err(RequestError::BodyTimeout {
+                timeout: self.timeout,
+            }))
+    }
+
+    async fn collect<B>(&self, body: B) -> Result<(Bytes, OwnedSemaphorePermit), RequestError>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = std::pin::pin!(body);
+        let mut reserved = self.reserve(0)?;
+        let mut buffer = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| RequestError::BodyRead(error.into()))?;
+            // Trailers carry nothing the webhook uses.
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            let length = buffer.len() + data.remaining();
+            if length > self.limit {
+                return Err(RequestError::PayloadTooLarge { limit: self.limit });
             }
-            Some(length) => length as usize,
-            None => limit,
-        };
-        let kib = u32::try_from(reserved.div_ceil(KIB)).unwrap_or(u32::MAX);
-        let permit = Arc::clone(&self.budget_kib)
+            let needed_kib = u32::try_from(length.div_ceil(KIB)).unwrap_or(u32::MAX);
+            let held_kib = u32::try_from(reserved.num_permits()).unwrap_or(u32::MAX);
+            if needed_kib > held_kib {
+                reserved.merge(self.reserve(needed_kib - held_kib)?);
+            }
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                buffer.extend_from_slice(chunk);
+                let taken = chunk.len();
+                data.advance(taken);
+            }
+        }
+        Ok((Bytes::from(buffer), reserved))
+    }
+
+    fn reserve(&self, kib: u32) -> Result<OwnedSemaphorePermit, RequestError> {
+        Arc::clone(&self.budget_kib)
             .try_acquire_many_owned(kib)
             .map_err(|_| RequestError::Overloaded {
                 reason: "too many request bodies in memory",
                 source: None,
-            })?;
-        let collect = Limited::new(body, limit).collect();
-        match tokio::time::timeout(self.timeout, collect).await {
-            Ok(Ok(collected)) => Ok((collected.to_bytes(), permit)),
-            Ok(Err(error)) if error.is::<LengthLimitError>() => {
-                Err(RequestError::PayloadTooLarge { limit })
-            }
-            Ok(Err(error)) => Err(RequestError::BodyRead(error)),
-            Err(_) => Err(RequestError::BodyTimeout {
-                timeout: self.timeout,
-            }),
-        }
+            })
     }
 }
 

@@ -31,10 +31,14 @@ pub trait ReplayCache: std::fmt::Debug + Send + Sync + 'static {
 
 /// An in-memory [`ReplayCache`] with a fixed capacity.
 ///
-/// Entries expire with the window. When it is full of unexpired entries, new
-/// requests are refused (503) rather than let through unchecked; the default
-/// capacity of 100,000 holds more than 300 messages a second for a 5-minute
-/// window, in about 10 MB.
+/// Entries expire with the window. When it is full, the entries closest to
+/// expiry are forgotten, and from then on any request signed no later than a
+/// forgotten one is treated as a replay: the cache can no longer vouch for it.
+/// Genuine requests carry the newest timestamps, so they keep flowing; under
+/// a flood the effective replay window shrinks to what the cache holds, and
+/// nothing is ever let through unchecked. The default capacity of 100,000
+/// holds the full 5-minute window up to about 330 messages a second, in about
+/// 10 MB.
 pub struct MemoryReplayCache {
     capacity: usize,
     seen: Mutex<Seen>,
@@ -44,6 +48,9 @@ pub struct MemoryReplayCache {
 struct Seen {
     expiry_by_signature: HashMap<[u8; 32], u64>,
     by_expiry: BinaryHeap<Reverse<(u64, [u8; 32])>>,
+    /// Latest expiry among entries dropped to make room: requests expiring no
+    /// later than this cannot be checked any more.
+    forgotten_until: u64,
 }
 
 impl MemoryReplayCache {
@@ -69,15 +76,15 @@ impl MemoryReplayCache {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         seen.forget_expired(now);
-        if seen
-            .expiry_by_signature
-            .get(&signature)
-            .is_some_and(|&expiry| expiry > now)
-        {
+        if expires_at <= seen.forgotten_until || seen.expiry_by_signature.contains_key(&signature) {
             return Ok(false);
         }
-        if seen.expiry_by_signature.len() >= self.capacity {
-            return Err("replay cache is full".into());
+        while seen.expiry_by_signature.len() >= self.capacity.max(1) {
+            let Some(Reverse((expiry, oldest))) = seen.by_expiry.pop() else {
+                break;
+            };
+            seen.expiry_by_signature.remove(&oldest);
+            seen.forgotten_until = seen.forgotten_until.max(expiry);
         }
         seen.expiry_by_signature.insert(signature, expires_at);
         seen.by_expiry.push(Reverse((expires_at, signature)));
@@ -122,9 +129,7 @@ impl Seen {
                 break;
             }
             self.by_expiry.pop();
-            if self.expiry_by_signature.get(&signature) == Some(&expiry) {
-                self.expiry_by_signature.remove(&signature);
-            }
+            self.expiry_by_signature.remove(&signature);
         }
     }
 }
@@ -160,13 +165,18 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_refuses_instead_of_forgetting() {
+    fn a_full_cache_forgets_the_oldest_and_refuses_anything_that_old() {
         let cache = MemoryReplayCache::new(2);
-        assert!(cache.first_seen_at([1; 32], 500, 100).expect("room"));
-        assert!(cache.first_seen_at([2; 32], 500, 100).expect("room"));
-        assert!(cache.first_seen_at([3; 32], 500, 100).is_err());
-        assert!(!cache.first_seen_at([1; 32], 500, 100).expect("known"));
-        // Expiry makes room again.
-        assert!(cache.first_seen_at([3; 32], 900, 500).expect("room"));
+        assert!(cache.first_seen_at([1; 32], 400, 100).expect("room"));
+        assert!(cache.first_seen_at([2; 32], 410, 110).expect("room"));
+        // Full: [1] (expiring at 400) is forgotten to make room...
+        assert!(cache.first_seen_at([3; 32], 420, 120).expect("room"));
+        assert_eq!(cache.len(), 2);
+        // ...so a replay of it is still refused, as is anything signed earlier.
+        assert!(!cache.first_seen_at([1; 32], 400, 121).expect("answer"));
+        assert!(!cache.first_seen_at([9; 32], 395, 121).expect("answer"));
+        // Newer requests keep flowing.
+        assert!(cache.first_seen_at([4; 32], 430, 130).expect("room"));
+        assert!(!cache.first_seen_at([3; 32], 420, 131).expect("answer"));
     }
 }

@@ -241,14 +241,28 @@ async fn exact_replay_is_401_replayed() {
 }
 
 #[tokio::test]
-async fn full_replay_cache_refuses_with_503() {
+async fn full_replay_cache_keeps_fresh_requests_flowing_and_refuses_old_ones() {
     let mut config = signed_config();
     config.replay_cache = Arc::new(MemoryReplayCache::new(1));
     let server = TestServer::start(config, echo()).await;
-    server.send(&signed_post(&payload("first"))).await.reply();
-    let response = server.send(&signed_post(&payload("second"))).await;
-    response.assert_json_error(503);
-    assert_eq!(response.header("retry-after"), Some("1"));
+    let signed_at = |age: u64, content: &str| {
+        let body = body_of(&payload(content));
+        let mut headers = platform_headers();
+        headers.extend(platform_signature(SECRET, now() - age, &body));
+        request("POST", "/", &headers, &body)
+    };
+    let oldest = signed_at(20, "oldest");
+    assert_eq!(server.send(&oldest).await.reply(), "Echo: oldest");
+    // The cache is full: remembering this one forgets the oldest...
+    let newer = signed_at(10, "newer");
+    assert_eq!(server.send(&newer).await.reply(), "Echo: newer");
+    // ...which is still refused, though it is no longer remembered.
+    let error = server.send(&oldest).await.assert_json_error(401);
+    assert!(error.starts_with("replayed"), "{error}");
+    assert_eq!(
+        server.send(&signed_at(0, "fresh")).await.reply(),
+        "Echo: fresh"
+    );
 }
 
 #[tokio::test]
@@ -277,16 +291,36 @@ async fn memory_budget_refuses_bodies_past_it() {
     let mut config = signed_config().body_limit(64 * 1024);
     config.max_buffered_bytes = 64 * 1024;
     let server = TestServer::start(config, echo()).await;
-    // One slow upload holds the whole budget...
+    // One slow upload that has really sent 63 KiB holds the budget...
     let mut slow = Connection::open(server.addr).await;
-    slow.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n{")
+    slow.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n")
         .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    slow.write(&[b' '; 63 * 1024 + 1]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // ...so the next body cannot be buffered.
     let response = server.send(&signed_post(&payload("no room"))).await;
     assert!(response.assert_json_error(503).contains("request bodies"));
+    assert_eq!(response.header("retry-after"), Some("1"));
     drop(slow);
     tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test]
+async fn announcing_big_bodies_without_sending_them_holds_no_memory() {
+    let mut config = signed_config();
+    config.max_buffered_bytes = config.body_limit;
+    let server = TestServer::start(config, echo()).await;
+    // Each announces the whole budget; none of them sends a byte of it.
+    let mut announcers = Vec::new();
+    for _ in 0..8 {
+        let mut connection = Connection::open(server.addr).await;
+        connection
+            .write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+            .await;
+        announcers.push(connection);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_still_serving(&server).await;
 }
 
