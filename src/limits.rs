@@ -95,14 +95,17 @@ impl BodyLimits {
     {
         let mut body = std::pin::pin!(body);
         let mut reserved = self.reserve(0)?;
-        let mut buffer = Vec::new();
+        // hyper's frames are kept as they come (no copy, no capacity doubling)
+        // and joined once at the end, so memory follows the bytes counted.
+        let mut frames: Vec<Bytes> = Vec::new();
+        let mut length = 0;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| RequestError::BodyRead(error.into()))?;
             // Trailers carry nothing the webhook uses.
             let Ok(mut data) = frame.into_data() else {
                 continue;
             };
-            let length = buffer.len() + data.remaining();
+            length += data.remaining();
             if length > self.limit {
                 return Err(RequestError::PayloadTooLarge { limit: self.limit });
             }
@@ -111,14 +114,14 @@ impl BodyLimits {
             if needed_kib > held_kib {
                 reserved.merge(self.reserve(needed_kib - held_kib)?);
             }
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                buffer.extend_from_slice(chunk);
-                let taken = chunk.len();
-                data.advance(taken);
-            }
+            frames.push(data.copy_to_bytes(data.remaining()));
         }
-        Ok((Bytes::from(buffer), reserved))
+        let body = match frames.len() {
+            0 => Bytes::new(),
+            1 => frames.swap_remove(0),
+            _ => Bytes::from(frames.concat()),
+        };
+        Ok((body, reserved))
     }
 
     fn reserve(&self, kib: u32) -> Result<OwnedSemaphorePermit, RequestError> {
