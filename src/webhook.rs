@@ -34,7 +34,8 @@ const HEALTH_PATH: &str = "/healthz";
 /// Answers `POST` on any path with the assistant's reply and `GET /healthz`
 /// with `{"status":"ok"}`. It implements both hyper's and tower's `Service`
 /// for any request body, and is cheap to clone. [`Server`](crate::Server)
-/// uses it for every connection.
+/// uses it for every connection. It needs a tokio runtime with timers
+/// enabled (`#[tokio::main]` has them) for its body timeout and reply deadline.
 ///
 /// ```
 /// use std::convert::Infallible;
