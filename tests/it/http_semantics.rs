@@ -259,3 +259,24 @@ async fn unsigned_requests_only_when_chosen() {
     let guarded = TestServer::echo().await;
     guarded.send(&unsigned).await.assert_json_error(401);
 }
+
+#[tokio::test]
+async fn webhook_mounts_as_a_tower_service() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use tower_service::Service;
+
+    let mut webhook =
+        partner_webhook::Webhook::new(&Config::default().accept_unsigned(), echo()).unwrap();
+    std::future::poll_fn(|cx| Service::<hyper::Request<Full<Bytes>>>::poll_ready(&mut webhook, cx))
+        .await
+        .unwrap();
+    let request = hyper::Request::post("/webhook")
+        .header("Content-Type", "application/json")
+        .body(Full::new(Bytes::from(body_of(&payload("via tower")))))
+        .unwrap();
+    let response = webhook.call(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, r#"{"reply":"Echo: via tower"}"#);
+}
