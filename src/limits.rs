@@ -58,13 +58,29 @@ impl BodyLimits {
         }
     }
 
-    /// Reads the whole body: refused from `Content-Length` before the first
-    /// byte is read, counted while reading bodies without one (chunked), and
-    /// cut off when it does not arrive in time. Memory is reserved from the
-    /// shared budget as bytes arrive, not from what `Content-Length` claims,
-    /// so a client that announces a large body and sends nothing holds
-    /// nothing. The returned permit holds the body's share; drop it with the
-    /// body.
+    /// Refuses a body whose `Content-Length` is over the limit, before a byte
+    /// of it is read.
+    pub(crate) fn check_declared_length(&self, headers: &HeaderMap) -> Result<(), RequestError> {
+        match declared_length(headers) {
+            Some(length) if length > self.limit as u64 => {
+                Err(RequestError::PayloadTooLarge { limit: self.limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the whole body, counted while reading (a chunked body has no
+    /// `Content-Length`, and a stated one is only a claim) and cut off when it
+    /// does not arrive in time.
+    ///
+    /// Each frame is copied into one buffer owned by the request and dropped at
+    /// once, so hyper reuses its read buffer: a frame kept as `Bytes` would pin
+    /// the whole read buffer it was cut from, and a body trickled in tiny
+    /// frames would then cost kilobytes of memory per byte. The shared budget is
+    /// charged for the buffer's capacity, which is what the process really
+    /// holds, as it grows; never for what `Content-Length` announces, so a
+    /// client that announces a large body and sends nothing holds nothing. The
+    /// returned permit holds the body's share; drop it with the body.
     pub(crate) async fn read<B>(
         &self,
         headers: &HeaderMap,
@@ -74,54 +90,55 @@ impl BodyLimits {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        let declared = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|text| text.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > self.limit as u64) {
-            return Err(RequestError::PayloadTooLarge { limit: self.limit });
-        }
-        tokio::time::timeout(self.timeout, self.collect(body))
+        let declared = declared_length(headers).and_then(|length| usize::try_from(length).ok());
+        tokio::time::timeout(self.timeout, self.collect(body, declared))
             .await
             .unwrap_or(Err(RequestError::BodyTimeout {
                 timeout: self.timeout,
             }))
     }
 
-    async fn collect<B>(&self, body: B) -> Result<(Bytes, OwnedSemaphorePermit), RequestError>
+    async fn collect<B>(
+        &self,
+        body: B,
+        declared: Option<usize>,
+    ) -> Result<(Bytes, OwnedSemaphorePermit), RequestError>
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
         let mut body = std::pin::pin!(body);
         let mut reserved = self.reserve(0)?;
-        // hyper's frames are kept as they come (no copy, no capacity doubling)
-        // and joined once at the end, so memory follows the bytes counted.
-        let mut frames: Vec<Bytes> = Vec::new();
-        let mut length = 0;
+        let mut buffer: Vec<u8> = Vec::new();
+        // Grow towards what was announced, never past the limit.
+        let ceiling = declared.unwrap_or(self.limit).min(self.limit);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| RequestError::BodyRead(error.into()))?;
             // Trailers carry nothing the webhook uses.
             let Ok(mut data) = frame.into_data() else {
                 continue;
             };
-            length += data.remaining();
+            let length = buffer.len() + data.remaining();
             if length > self.limit {
                 return Err(RequestError::PayloadTooLarge { limit: self.limit });
             }
-            let needed_kib = u32::try_from(length.div_ceil(KIB)).unwrap_or(u32::MAX);
-            let held_kib = u32::try_from(reserved.num_permits()).unwrap_or(u32::MAX);
-            if needed_kib > held_kib {
-                reserved.merge(self.reserve(needed_kib - held_kib)?);
+            if length > buffer.capacity() {
+                let capacity = grown_capacity(buffer.capacity(), length, ceiling);
+                let needed_kib = u32::try_from(capacity.div_ceil(KIB)).unwrap_or(u32::MAX);
+                let held_kib = u32::try_from(reserved.num_permits()).unwrap_or(u32::MAX);
+                if needed_kib > held_kib {
+                    reserved.merge(self.reserve(needed_kib - held_kib)?);
+                }
+                buffer.reserve_exact(capacity - buffer.len());
             }
-            frames.push(data.copy_to_bytes(data.remaining()));
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                buffer.extend_from_slice(chunk);
+                let copied = chunk.len();
+                data.advance(copied);
+            }
         }
-        let body = match frames.len() {
-            0 => Bytes::new(),
-            1 => frames.swap_remove(0),
-            _ => Bytes::from(frames.concat()),
-        };
-        Ok((body, reserved))
+        Ok((Bytes::from(buffer), reserved))
     }
 
     fn reserve(&self, kib: u32) -> Result<OwnedSemaphorePermit, RequestError> {
@@ -132,6 +149,27 @@ impl BodyLimits {
                 source: None,
             })
     }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok())
+}
+
+/// Smallest first allocation: tiny frames should not each cost a reallocation.
+const MIN_BODY_CAPACITY: usize = KIB;
+
+/// Doubles (at least to `needed`), so a body trickled in tiny frames is copied
+/// a logarithmic number of times; stops at `ceiling` (the announced length or
+/// the limit) so the last doubling does not overshoot what can arrive.
+fn grown_capacity(current: usize, needed: usize, ceiling: usize) -> usize {
+    current
+        .saturating_mul(2)
+        .max(MIN_BODY_CAPACITY)
+        .min(ceiling)
+        .max(needed)
 }
 
 #[cfg(test)]
@@ -173,5 +211,18 @@ mod tests {
             let error = check_content_type(&with_content_type(value)).expect_err(value);
             assert_eq!(error.status(), hyper::StatusCode::UNSUPPORTED_MEDIA_TYPE);
         }
+    }
+
+    #[test]
+    fn body_buffers_double_up_to_what_can_arrive() {
+        assert_eq!(grown_capacity(0, 1, 1 << 20), MIN_BODY_CAPACITY);
+        assert_eq!(grown_capacity(1024, 1025, 1 << 20), 2048);
+        // A big first frame is taken whole.
+        assert_eq!(grown_capacity(0, 5000, 1 << 20), 5000);
+        // Never past the announced length or the limit...
+        assert_eq!(grown_capacity(0, 10, 100), 100);
+        assert_eq!(grown_capacity(600 * 1024, 600 * 1024 + 1, 1 << 20), 1 << 20);
+        // ...unless a frame needs it (the caller refuses over-limit bodies first).
+        assert_eq!(grown_capacity(64, 200, 100), 200);
     }
 }
