@@ -128,8 +128,14 @@ pub(crate) fn build(outcome: &Result<Answer, RequestError>) -> Response<Response
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         // The rest of the body may still be on its way; closing is the only
-        // way not to read it.
-        Err(RequestError::BodyTimeout { .. } | RequestError::PayloadTooLarge { .. }) => {
+        // way not to read it. A refused signature is judged before the body
+        // is read, and a client without the secret has no use for the
+        // connection anyway.
+        Err(
+            RequestError::BodyTimeout { .. }
+            | RequestError::PayloadTooLarge { .. }
+            | RequestError::Unauthorized(_),
+        ) => {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}

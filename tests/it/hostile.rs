@@ -111,8 +111,8 @@ async fn stalled_body_is_408_and_cut_off() {
     config.body_read_timeout = SHORT;
     let server = TestServer::start(config, echo()).await;
     let mut connection = Connection::open(server.addr).await;
-    let mut head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".to_vec();
-    head.extend_from_slice(b"Content-Length: 1000000\r\n\r\n{\"version\"");
+    let mut head = plausible_head("Content-Length: 1000000\r\n");
+    head.extend_from_slice(b"{\"version\"");
     connection.write(&head).await;
     let started = Instant::now();
     let error = connection.read_response().await.assert_json_error(408);
@@ -145,8 +145,9 @@ async fn oversized_head_is_refused() {
 async fn ten_mib_with_content_length_is_413_unread() {
     let server = TestServer::echo().await;
     let mut connection = Connection::open(server.addr).await;
-    let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n";
-    connection.write(head).await;
+    connection
+        .write(&plausible_head("Content-Length: 10485760\r\n"))
+        .await;
     connection.read_response().await.assert_json_error(413);
     assert!(connection.is_closed().await);
     assert_still_serving(&server).await;
@@ -156,8 +157,9 @@ async fn ten_mib_with_content_length_is_413_unread() {
 async fn ten_mib_chunked_is_413_after_the_limit() {
     let server = TestServer::echo().await;
     let mut connection = Connection::open(server.addr).await;
-    let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-    connection.write(head).await;
+    connection
+        .write(&plausible_head("Transfer-Encoding: chunked\r\n"))
+        .await;
     let chunk = [b"10000\r\n".as_slice(), &[b' '; 0x10000], b"\r\n"].concat();
     let mut sent = 0;
     // Keep sending until the server answers and stops reading, 10 MiB at most.
@@ -293,7 +295,7 @@ async fn memory_budget_refuses_bodies_past_it() {
     let server = TestServer::start(config, echo()).await;
     // One slow upload that has really sent 63 KiB holds the budget...
     let mut slow = Connection::open(server.addr).await;
-    slow.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n")
+    slow.write(&plausible_head("Content-Length: 65536\r\n"))
         .await;
     slow.write(&[b' '; 63 * 1024 + 1]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -316,7 +318,7 @@ async fn announcing_big_bodies_without_sending_them_holds_no_memory() {
     for _ in 0..8 {
         let mut connection = Connection::open(server.addr).await;
         connection
-            .write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+            .write(&plausible_head("Content-Length: 1048576\r\n"))
             .await;
         announcers.push(connection);
     }
@@ -325,13 +327,30 @@ async fn announcing_big_bodies_without_sending_them_holds_no_memory() {
 }
 
 #[tokio::test]
-async fn connections_past_the_limit_wait_their_turn() {
+async fn at_capacity_an_idle_keep_alive_connection_gives_way() {
     let mut config = signed_config();
     config.max_connections = 1;
     let server = TestServer::start(config, echo()).await;
-    let mut first = Connection::open(server.addr).await;
-    first.send(&signed_post(&payload("first"))).await.reply();
-    // The second connection is not served while the first is open...
+    let mut idle = Connection::open(server.addr).await;
+    idle.send(&signed_post(&payload("first"))).await.reply();
+    // The only slot is held by a connection that is only keeping alive...
+    let started = Instant::now();
+    let reply = server.send(&signed_post(&payload("second"))).await.reply();
+    // ...so it is closed to make room, rather than the new client waiting.
+    assert_eq!(reply, "Echo: second");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(idle.is_closed().await, "the idle connection kept its slot");
+}
+
+#[tokio::test]
+async fn at_capacity_a_busy_connection_finishes_its_reply_first() {
+    let mut config = signed_config();
+    config.max_connections = 1;
+    let slow = sleepy(Duration::from_millis(500), Arc::default());
+    let server = TestServer::start(config, slow).await;
+    let mut busy = Connection::open(server.addr).await;
+    busy.write(&signed_post(&payload("first"))).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let addr = server.addr;
     let second = tokio::spawn(async move {
         Connection::open(addr)
@@ -339,10 +358,12 @@ async fn connections_past_the_limit_wait_their_turn() {
             .send(&signed_post(&payload("second")))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "served past the connection limit");
-    // ...and is once the first closes.
-    drop(first);
+    // The busy connection gets its reply, told that the connection closes...
+    let first = busy.read_response().await;
+    assert_eq!(first.reply(), "Echo: first");
+    assert_eq!(first.header("connection"), Some("close"));
+    assert!(busy.is_closed().await);
+    // ...and the waiting client is served once it has.
     assert_eq!(second.await.unwrap().reply(), "Echo: second");
 }
 

@@ -149,6 +149,27 @@ pub fn platform_signature(secret: &str, timestamp: u64, body: &[u8]) -> Vec<(Str
     ]
 }
 
+/// Signature header lines that pass the checks made before the body is read
+/// (well formed, a fresh timestamp) but match no body: for requests whose body
+/// the server must read before refusing it.
+pub fn plausible_signature_lines() -> String {
+    format!(
+        "X-Timestamp: {}\r\nX-Signature: sha256={}\r\n",
+        now(),
+        "0".repeat(64)
+    )
+}
+
+/// A request head (ending in the blank line) with [`plausible_signature_lines`],
+/// and `extra` header lines (each ending in `\r\n`).
+pub fn plausible_head(extra: &str) -> Vec<u8> {
+    format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{}{extra}\r\n",
+        plausible_signature_lines()
+    )
+    .into_bytes()
+}
+
 /// A complete request: request line, headers in order, `Content-Length`, body.
 pub fn request(method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
     let mut raw = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
