@@ -28,7 +28,8 @@ impl Assistant for SupportBot {
             .find_map(|entry| order_number(&entry.content));
 
         let answer = if text.contains("human") || text.contains("agent") {
-            let thread = context.thread_id.as_deref().unwrap_or(&message.thread.id);
+            // From the signed body: the X-Thread-Id header is not signed.
+            let thread = &context.thread_id;
             format!("I've asked a colleague to take over. Your reference is {thread}.")
         } else if text.contains("order") || text.contains("where") {
             match &known_order {
@@ -62,8 +63,10 @@ fn order_number(text: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     tracing_subscriber::fmt().init();
-    let secret = std::env::var("WEBHOOK_SECRET")
-        .map_err(|_| "set WEBHOOK_SECRET to the App's webhook secret")?;
+    let secret = match std::env::var("WEBHOOK_SECRET") {
+        Ok(secret) if !secret.is_empty() => secret,
+        _ => return Err("set WEBHOOK_SECRET to the App's webhook secret".into()),
+    };
     let config = Config::default()
         .addr(([0, 0, 0, 0], 8080))
         .secret(Secret::new(secret)?);

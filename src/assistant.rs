@@ -41,18 +41,22 @@ use crate::response::Reply;
 /// ```
 #[async_trait]
 pub trait Assistant: Send + Sync + 'static {
-    /// Answers one message. `context` carries what came in the headers.
+    /// Answers one message. `context` carries the ids and what the signature
+    /// proved.
     async fn reply(&self, message: MessageReceived, context: Context) -> Result<Reply, BoxError>;
 }
 
-/// What the request said besides the payload.
+/// What is known about the request besides the parsed message.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Context {
-    /// `X-App-Id`, when sent and readable as text.
-    pub app_id: Option<String>,
-    /// `X-Thread-Id`, when sent and readable as text.
-    pub thread_id: Option<String>,
+    /// The App id, from the signed body (`app.id`). The platform also sends it
+    /// as `X-App-Id`, but that header is not signed: when the two disagree the
+    /// body wins and the disagreement is logged.
+    pub app_id: String,
+    /// The thread id, from the signed body (`thread.id`); `X-Thread-Id` is
+    /// not trusted, as for [`app_id`](Context::app_id).
+    pub thread_id: String,
     /// The `X-Timestamp` the signature covered; `None` when the request was not
     /// verified.
     pub signed_at: Option<u64>,

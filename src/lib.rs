@@ -9,16 +9,20 @@
 //!
 //! Each step is one module, in this order:
 //!
-//! 1. **bytes in** (`server`): TCP, HTTP/1.1, header read timeout, graceful shutdown;
+//! 1. **bytes in** (`server`, `connection`): TCP, HTTP/1.1, the connection limit
+//!    (idle connections make room for new ones), header read and write timeouts,
+//!    a maximum age and request count per connection, graceful shutdown;
 //! 2. **the spine** (`webhook`): calls the steps below, one line each, and logs the request;
 //! 3. **limits** (`limits`): `Content-Type`, then the body size, from `Content-Length`
 //!    before reading and again while reading, a read timeout, and a memory budget
-//!    shared by all requests;
-//! 4. **verify** (`signature`): `X-Timestamp` / `X-Signature`, replay window, constant
-//!    time, and the platform's escaping quirk (it signs non-ASCII as `\uXXXX` but
-//!    sends raw UTF-8, see [`escape_non_ascii`]);
-//! 5. **replay** (`replay`): an exact replay of an accepted request is refused
-//!    ([`ReplayCache`]);
+//!    shared by all requests, charged for what the process really holds;
+//! 4. **verify** (`signature`), in two halves: `X-Timestamp` / `X-Signature` and the
+//!    replay window are judged from the headers alone, before the body is read, so
+//!    a client without the secret is refused at once; then the body is checked in
+//!    constant time, with the platform's escaping quirk (it signs non-ASCII as
+//!    `\uXXXX` but sends raw UTF-8, see [`escape_non_ascii`]);
+//! 5. **replay** (`replay`): once a reply slot is free, the signature is recorded and
+//!    an exact replay of an accepted request is refused ([`ReplayCache`]);
 //! 6. **parse** (`payload`): the `message_received` body into [`MessageReceived`];
 //! 7. **assistant** (`assistant`): your [`Assistant`], with errors and panics caught,
 //!    a limit on concurrent calls, and a reply deadline under the platform's 8 s;
@@ -92,8 +96,10 @@
 // Declared in the order a request travels through them.
 // Setup: configuration and secrets.
 mod config;
-// Bytes in: sockets, HTTP/1.1 connections, shutdown.
+// Bytes in: the listening socket, the connection limit, shutdown.
 mod server;
+// One connection's lifetime: write deadline, age, request count, making room.
+mod connection;
 // The spine that calls the steps below.
 mod webhook;
 // Limits before and while reading the body.
@@ -120,7 +126,8 @@ pub use replay::{MemoryReplayCache, ReplayCache};
 pub use response::{Reply, ResponseBody};
 pub use server::Server;
 pub use signature::{
-    SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, Verified, Verifier, escape_non_ascii, sign,
+    SIGNATURE_HEADER, SignatureError, SignedHeaders, TIMESTAMP_HEADER, Verified, Verifier,
+    escape_non_ascii, sign,
 };
 pub use webhook::Webhook;
 

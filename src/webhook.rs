@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -13,7 +13,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use hyper::body::{Body, Bytes};
-use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Request, Response};
 use tracing::{debug, error, info, warn};
@@ -25,7 +24,7 @@ use crate::limits::{self, BodyLimits};
 use crate::payload::MessageReceived;
 use crate::replay::ReplayCache;
 use crate::response::{self, Answer, Reply, ResponseBody};
-use crate::signature::{SignatureError, Verified, Verifier};
+use crate::signature::{SignatureError, SignedHeaders, Verified, Verifier, unix_now};
 
 const HEALTH_PATH: &str = "/healthz";
 
@@ -61,17 +60,20 @@ struct Inner {
     /// `None` only when the configuration accepts unsigned requests.
     verifier: Option<Verifier>,
     replay_cache: Arc<dyn ReplayCache>,
-    replay_window: Duration,
     body: BodyLimits,
     reply_slots: Semaphore,
     reply_deadline: Duration,
     fallback_reply: Option<String>,
     assistant: Box<dyn Assistant>,
+    refusals: RefusalLog,
+    /// Unix seconds; replaceable so tests can stand at the window's edge.
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
 impl Webhook {
     /// Builds the handler. Fails when the configuration has neither a secret
-    /// nor an explicit [`Config::accept_unsigned`], or has both.
+    /// nor an explicit [`Config::accept_unsigned`], has both, or holds a value
+    /// that cannot work (see [`SetupError::InvalidConfig`]).
     pub fn new(config: &Config, assistant: impl Assistant) -> Result<Self, SetupError> {
         config.validate()?;
         let verifier = if config.accept_unsigned {
@@ -83,7 +85,6 @@ impl Webhook {
             inner: Arc::new(Inner {
                 verifier,
                 replay_cache: Arc::clone(&config.replay_cache),
-                replay_window: config.replay_window,
                 body: BodyLimits::new(
                     config.body_limit,
                     config.body_read_timeout,
@@ -93,6 +94,8 @@ impl Webhook {
                 reply_deadline: config.reply_deadline,
                 fallback_reply: config.fallback_reply.clone(),
                 assistant: Box::new(assistant),
+                refusals: RefusalLog::default(),
+                clock: Box::new(unix_now),
             }),
         })
     }
@@ -109,7 +112,7 @@ impl Webhook {
         let mut ids = LoggedIds::from_headers(&parts.headers);
         let outcome = self.process(&parts, body, &mut ids, started).await;
         let response = response::build(&outcome);
-        log_request(&parts, &outcome, &ids, started);
+        self.log_request(&parts, &outcome, &ids, started);
         response
     }
 
@@ -128,34 +131,66 @@ impl Webhook {
             return Ok(answer);
         }
         limits::check_content_type(&parts.headers)?;
+        let signed = self.check_signature_headers(&parts.headers)?;
+        self.inner.body.check_declared_length(&parts.headers)?;
         let (body, _memory) = self.inner.body.read(&parts.headers, body).await?;
-        let verified = self.verify(&parts.headers, &body)?;
+        let verified = self.verify_body(signed.as_ref(), &body)?;
+        // Before the signature is recorded, so that a 503 here can be retried
+        // with the same request, as its Retry-After invites.
+        let _slot = self.reply_slot()?;
         self.reject_replay(verified).await?;
         let message = MessageReceived::from_json(&body)?;
-        ids.message_id.clone_from(&message.message.id);
-        let context = request_context(&parts.headers, verified, body);
-        let _slot = self.reply_slot()?;
+        ids.take_from_body(&message);
+        let context = request_context(&message, verified, body);
         self.reply_in_time(message, context, started).await
     }
 
-    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Option<Verified>, RequestError> {
+    /// Judges the signature headers before the body is read, so a client
+    /// without the secret cannot make the server wait for, or buffer, a body.
+    fn check_signature_headers<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<SignedHeaders<'h>>, RequestError> {
         match &self.inner.verifier {
-            Some(verifier) => Ok(Some(verifier.verify(headers, body)?)),
+            Some(verifier) => Ok(Some(verifier.check_headers(headers, (self.inner.clock)())?)),
             None => Ok(None),
         }
     }
 
+    fn verify_body(
+        &self,
+        signed: Option<&SignedHeaders<'_>>,
+        body: &[u8],
+    ) -> Result<Option<Verified>, RequestError> {
+        match (&self.inner.verifier, signed) {
+            (Some(verifier), Some(signed)) => Ok(Some(verifier.verify_body(signed, body)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Records the signature, refusing a replay. The window is checked again
+    /// here with the very clock reading the cache gets: the body may have
+    /// taken seconds to arrive since the headers were judged, and a cache
+    /// that forgets by a later clock than the window was checked with lets a
+    /// replay through at the window's edge.
     async fn reject_replay(&self, verified: Option<Verified>) -> Result<(), RequestError> {
-        let Some(verified) = verified else {
+        let (Some(verified), Some(verifier)) = (verified, &self.inner.verifier) else {
             return Ok(());
         };
-        let expires_at = verified
-            .timestamp
-            .saturating_add(self.inner.replay_window.as_secs());
+        let now = (self.inner.clock)();
+        let window_secs = verifier.window_secs();
+        let expires_at = verified.timestamp.saturating_add(window_secs);
+        if expires_at < now {
+            return Err(SignatureError::OutsideWindow {
+                skew_secs: i128::from(verified.timestamp) - i128::from(now),
+                window_secs,
+            }
+            .into());
+        }
         match self
             .inner
             .replay_cache
-            .first_seen(verified.signature, expires_at)
+            .first_seen(verified.signature, expires_at, now)
             .await
         {
             Ok(true) => Ok(()),
@@ -196,6 +231,77 @@ impl Webhook {
             },
         }
     }
+
+    fn log_request(
+        &self,
+        parts: &Parts,
+        outcome: &Result<Answer, RequestError>,
+        ids: &LoggedIds,
+        started: Instant,
+    ) {
+        let method = &parts.method;
+        // The path only: a query string may carry tokens.
+        let path = parts.uri.path();
+        let latency_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
+        let app_id = ids.app_id.as_deref().unwrap_or("-");
+        let thread_id = ids.thread_id.as_deref().unwrap_or("-");
+        let message_id = ids.message_id.as_deref().unwrap_or("-");
+        let rejection = match outcome {
+            Ok(Answer::Healthy) => {
+                debug!(%method, path, status = 200, %latency_ms, "health check");
+                return;
+            }
+            Ok(Answer::Reply(_)) => {
+                info!(
+                    %method, path, status = 200, %latency_ms, app_id, thread_id, message_id,
+                    "replied"
+                );
+                return;
+            }
+            Ok(Answer::Fallback(_)) => {
+                warn!(
+                    %method, path, status = 200, %latency_ms, app_id, thread_id, message_id,
+                    "assistant missed the reply deadline; sent the fallback reply"
+                );
+                return;
+            }
+            Err(rejection) => rejection,
+        };
+        let status = rejection.status().as_u16();
+        let server_error = rejection.status().is_server_error();
+        let Some(count) = self.inner.refusals.admit(server_error) else {
+            // Past the rate, a line only for those who ask for debug logs.
+            debug!(
+                %method, path, status, %latency_ms, app_id, thread_id, message_id,
+                reason = %rejection, "request refused"
+            );
+            return;
+        };
+        let (refused_total, suppressed) = (count.total, count.suppressed);
+        if server_error {
+            let detail = std::error::Error::source(rejection)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            error!(
+                %method, path, status, %latency_ms, app_id, thread_id, message_id,
+                reason = %rejection, detail, refused_total, suppressed, "request failed"
+            );
+        } else {
+            warn!(
+                %method, path, status, %latency_ms, app_id, thread_id, message_id,
+                reason = %rejection, refused_total, suppressed, "request rejected"
+            );
+        }
+    }
+
+    /// Replaces the clock (unix seconds) the window and the replay cache read.
+    #[cfg(test)]
+    fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("a fresh Webhook is not shared yet")
+            .clock = Box::new(clock);
+        self
+    }
 }
 
 /// `Ok(Some)` answers the request right away, `Ok(None)` lets it on to the
@@ -212,88 +318,119 @@ fn route(parts: &Parts) -> Result<Option<Answer>, RequestError> {
     }
 }
 
-fn request_context(headers: &HeaderMap, verified: Option<Verified>, body: Bytes) -> Context {
+fn request_context(message: &MessageReceived, verified: Option<Verified>, body: Bytes) -> Context {
     Context {
-        app_id: header_text(headers, "x-app-id"),
-        thread_id: header_text(headers, "x-thread-id"),
+        app_id: message.app.id.clone(),
+        thread_id: message.thread.id.clone(),
         signed_at: verified.map(|verified| verified.timestamp),
         verified: verified.is_some(),
         body,
     }
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// Ids for the request's log line; the header ones are known even when the
-/// request is rejected before its body is parsed.
+/// Ids for the request's log line. Until the body is parsed only the unsigned
+/// `X-App-Id` / `X-Thread-Id` headers are known; once it is, the signed body's
+/// ids replace them.
 struct LoggedIds {
-    app_id: Option<HeaderValue>,
-    thread_id: Option<HeaderValue>,
+    app_id: Option<String>,
+    thread_id: Option<String>,
     message_id: Option<String>,
 }
 
 impl LoggedIds {
     fn from_headers(headers: &HeaderMap) -> Self {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
         LoggedIds {
-            app_id: headers.get("x-app-id").cloned(),
-            thread_id: headers.get("x-thread-id").cloned(),
+            app_id: text("x-app-id"),
+            thread_id: text("x-thread-id"),
             message_id: None,
         }
     }
+
+    /// Trusts the body: the headers are not signed, so anyone holding one
+    /// signed body could pair it with ids of their choosing.
+    fn take_from_body(&mut self, message: &MessageReceived) {
+        let disagrees = |claimed: &Option<String>, signed: &str| {
+            claimed.as_deref().is_some_and(|claimed| claimed != signed)
+        };
+        if disagrees(&self.app_id, &message.app.id)
+            || disagrees(&self.thread_id, &message.thread.id)
+        {
+            warn!(
+                header_app_id = self.app_id.as_deref().unwrap_or("-"),
+                header_thread_id = self.thread_id.as_deref().unwrap_or("-"),
+                app_id = %message.app.id,
+                thread_id = %message.thread.id,
+                "X-App-Id / X-Thread-Id disagree with the signed body; using the body's ids"
+            );
+        }
+        self.app_id = Some(message.app.id.clone());
+        self.thread_id = Some(message.thread.id.clone());
+        self.message_id.clone_from(&message.message.id);
+    }
 }
 
-fn log_request(
-    parts: &Parts,
-    outcome: &Result<Answer, RequestError>,
-    ids: &LoggedIds,
-    started: Instant,
-) {
-    let method = &parts.method;
-    // The path only: a query string may carry tokens.
-    let path = parts.uri.path();
-    let latency_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
-    let shown = |value: &Option<HeaderValue>| {
-        value
-            .as_ref()
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("-")
-            .to_owned()
-    };
-    let app_id = shown(&ids.app_id);
-    let thread_id = shown(&ids.thread_id);
-    let message_id = ids.message_id.as_deref().unwrap_or("-");
-    match outcome {
-        Ok(Answer::Healthy) => debug!(%method, path, status = 200, %latency_ms, "health check"),
-        Ok(Answer::Reply(_)) => info!(
-            %method, path, status = 200, %latency_ms, app_id, thread_id, message_id,
-            "replied"
-        ),
-        Ok(Answer::Fallback(_)) => warn!(
-            %method, path, status = 200, %latency_ms, app_id, thread_id, message_id,
-            "assistant missed the reply deadline; sent the fallback reply"
-        ),
-        Err(rejection) => {
-            let status = rejection.status().as_u16();
-            let detail = std::error::Error::source(rejection)
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            if rejection.status().is_server_error() {
-                error!(
-                    %method, path, status, %latency_ms, app_id, thread_id, message_id,
-                    reason = %rejection, detail, "request failed"
-                );
-            } else {
-                warn!(
-                    %method, path, status, %latency_ms, app_id, thread_id, message_id,
-                    reason = %rejection, "request rejected"
-                );
-            }
+/// How many refusal lines reach the log each second, per kind (client errors,
+/// server errors): a flood of bad requests then costs the log a few lines a
+/// second, while each line still carries the exact count.
+const REFUSAL_LINES_PER_SECOND: u32 = 10;
+
+/// Rate-limits refusal log lines without losing count of the refusals.
+#[derive(Default)]
+struct RefusalLog {
+    client_errors: Mutex<RefusalCount>,
+    server_errors: Mutex<RefusalCount>,
+    epoch: OnceLock<Instant>,
+}
+
+#[derive(Default)]
+struct RefusalCount {
+    second: u64,
+    logged_this_second: u32,
+    suppressed: u64,
+    total: u64,
+}
+
+/// What a logged refusal line reports.
+struct Admitted {
+    /// Refusals of this kind since start, this one included.
+    total: u64,
+    /// Refusals of this kind not logged since the previous logged one.
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// Counts one refusal; `Some` when its line may be logged.
+    fn admit(&self, server_error: bool) -> Option<Admitted> {
+        let second = self.epoch.get_or_init(Instant::now).elapsed().as_secs();
+        let counts = if server_error {
+            &self.server_errors
+        } else {
+            &self.client_errors
+        };
+        // A poisoned count is still a count.
+        let mut counts = counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counts.total += 1;
+        if counts.second != second {
+            counts.second = second;
+            counts.logged_this_second = 0;
         }
+        if counts.logged_this_second >= REFUSAL_LINES_PER_SECOND {
+            counts.suppressed += 1;
+            return None;
+        }
+        counts.logged_this_second += 1;
+        Some(Admitted {
+            total: counts.total,
+            suppressed: std::mem::take(&mut counts.suppressed),
+        })
     }
 }
 
@@ -341,5 +478,74 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         hyper::service::Service::call(self, request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use http_body_util::Full;
+
+    use super::*;
+    use crate::config::Secret;
+    use crate::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+
+    const SIGNED_AT: u64 = 1_763_899_200;
+    const WINDOW: u64 = 300;
+    const BODY: &str = r#"{"version":"1.0","event":"message_received","app":{"id":"a","name":""},"thread":{"id":"t","customer_id":null},"message":{"content":"hi"},"timestamp":"2026-11-23T12:00:00.000001+00:00"}"#;
+
+    /// A webhook whose clock reads whatever `clock` holds.
+    fn webhook_at(clock: &Arc<AtomicU64>) -> Webhook {
+        let secret = Secret::new("edge-secret").expect("not empty");
+        let config = Config::default()
+            .secret(secret)
+            .replay_window(Duration::from_secs(WINDOW));
+        let echo = crate::assistant_fn(|message: MessageReceived, _| async move {
+            Ok::<_, std::convert::Infallible>(message.message.content)
+        });
+        let clock = Arc::clone(clock);
+        Webhook::new(&config, echo)
+            .expect("valid config")
+            .with_clock(move || clock.load(Ordering::SeqCst))
+    }
+
+    fn captured() -> Request<Full<Bytes>> {
+        let secret = Secret::new("edge-secret").expect("not empty");
+        Request::post("/")
+            .header(TIMESTAMP_HEADER, SIGNED_AT.to_string())
+            .header(SIGNATURE_HEADER, sign(&secret, SIGNED_AT, BODY.as_bytes()))
+            .body(Full::new(Bytes::from(BODY)))
+            .expect("valid request")
+    }
+
+    /// Sends the captured request once at `first` and again at each of
+    /// `replays`; returns the statuses.
+    async fn statuses(first: u64, replays: &[u64]) -> Vec<u16> {
+        let clock = Arc::new(AtomicU64::new(first));
+        let webhook = webhook_at(&clock);
+        let mut statuses = vec![webhook.handle(captured()).await.status().as_u16()];
+        for &at in replays {
+            clock.store(at, Ordering::SeqCst);
+            statuses.push(webhook.handle(captured()).await.status().as_u16());
+        }
+        statuses
+    }
+
+    #[tokio::test]
+    async fn a_captured_request_is_accepted_once_at_every_second_of_the_window() {
+        let edge = SIGNED_AT + WINDOW;
+        assert_eq!(
+            statuses(SIGNED_AT, &[edge - 1, edge, edge + 1]).await,
+            [200, 401, 401, 401]
+        );
+        // First seen at the very edge: accepted once, refused in that same second.
+        assert_eq!(statuses(edge, &[edge, edge + 1]).await, [200, 401, 401]);
+        assert_eq!(statuses(edge - 1, &[edge]).await, [200, 401]);
+        // Early by the window too.
+        let early = SIGNED_AT - WINDOW;
+        assert_eq!(statuses(early, &[early, SIGNED_AT]).await, [200, 401, 401]);
+        assert_eq!(statuses(early - 1, &[]).await, [401]);
+        assert_eq!(statuses(edge + 1, &[]).await, [401]);
     }
 }

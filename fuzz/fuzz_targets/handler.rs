@@ -65,11 +65,7 @@ fn fixture() -> &'static Fixture {
                 context.verified && context.signed_at.is_some(),
                 "{context:?}"
             );
-            let mut reply = Reply::new(content);
-            if let Some(app) = context.app_id {
-                reply = reply.with_metadata("app", app);
-            }
-            Ok(reply)
+            Ok(Reply::new(content).with_metadata("app", context.app_id))
         });
         let mut config = Config::default().secret(secret.clone()).body_limit(LIMIT);
         // The fuzzer repeats inputs, which the real cache would refuse as
@@ -437,7 +433,7 @@ struct NoReplayCheck;
 
 #[async_trait]
 impl ReplayCache for NoReplayCheck {
-    async fn first_seen(&self, _: [u8; 32], _: u64) -> Result<bool, BoxError> {
+    async fn first_seen(&self, _: [u8; 32], _: u64, _: u64) -> Result<bool, BoxError> {
         Ok(true)
     }
 }

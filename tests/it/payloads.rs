@@ -52,8 +52,8 @@ async fn assistant_sees_history_context_and_extra_fields() {
         Ok::<_, BoxError>(format!(
             "{} {} {} {}",
             roles.join(","),
-            context.app_id.unwrap_or_default(),
-            context.thread_id.unwrap_or_default(),
+            context.app_id,
+            context.thread_id,
             raw["context"]["locale"]
         ))
     });
