@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, KeyInit};
 use sha2::Sha256;
+use tokio::sync::Semaphore;
 
 use crate::replay::{MemoryReplayCache, ReplayCache};
 
@@ -103,6 +104,23 @@ pub struct Config {
     /// it runs out.
     /// Default: 10 s.
     pub header_read_timeout: Duration,
+    /// How long a response write may make no progress (the peer stopped
+    /// reading) before the connection is cut, freeing its slot.
+    /// Default: 10 s.
+    pub write_timeout: Duration,
+    /// Age at which a connection takes no new request: it is closed at once if
+    /// idle, or right after the response in progress. A connection is cut
+    /// outright at this age plus the longest one request may take
+    /// (`header_read_timeout + body_read_timeout + reply_deadline +
+    /// write_timeout`), so no connection lives forever. The platform opens a
+    /// fresh connection for every message, so this costs it nothing.
+    /// Default: 30 s.
+    pub max_connection_age: Duration,
+    /// Requests served on one keep-alive connection; the last is answered with
+    /// `Connection: close`. Bounds what one connection can pipeline without
+    /// reading its answers. The platform sends one request per connection.
+    /// Default: 100.
+    pub max_requests_per_connection: usize,
     /// Largest request head (request line and headers) accepted; larger ones
     /// are answered `431` by hyper. Values under 8 KiB count as 8 KiB.
     /// Default: 16 KiB.
@@ -123,8 +141,11 @@ pub struct Config {
     /// friendly message instead of an error.
     /// Default: `None` (answer `504` with a JSON error).
     pub fallback_reply: Option<String>,
-    /// Connections served at once; further ones wait in the operating system's
-    /// accept queue until one closes.
+    /// Connections served at once. At the limit, the next client is accepted
+    /// and waits while the connections that are idle are closed to make room
+    /// and every busy one is told to close after its current response (a
+    /// stalled writer is cut); further clients wait in the operating system's
+    /// accept queue.
     /// Default: 1024.
     pub max_connections: usize,
     /// Assistant calls running at once; past it, requests are answered `503`
@@ -159,6 +180,9 @@ impl Default for Config {
             body_limit: 1024 * 1024,
             replay_window: Duration::from_secs(300),
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(30),
+            max_requests_per_connection: 100,
             max_header_bytes: 16 * 1024,
             body_read_timeout: Duration::from_secs(10),
             reply_deadline: Duration::from_millis(7500),
@@ -222,19 +246,64 @@ impl Config {
             (false, true) => return Err(SetupError::SecretsAndUnsigned),
             _ => {}
         }
-        if self.max_connections == 0 || self.max_concurrent_replies == 0 {
-            return Err(SetupError::InvalidLimit(
-                "max_connections and max_concurrent_replies must be at least 1",
-            ));
+        let invalid = |field, reason| Err(SetupError::InvalidConfig { field, reason });
+        for (field, value) in [
+            ("body_limit", self.body_limit),
+            ("max_connections", self.max_connections),
+            ("max_concurrent_replies", self.max_concurrent_replies),
+            (
+                "max_requests_per_connection",
+                self.max_requests_per_connection,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(field, "must be at least 1");
+            }
+        }
+        for (field, value) in [
+            ("max_connections", self.max_connections),
+            ("max_concurrent_replies", self.max_concurrent_replies),
+        ] {
+            // A larger count panics in tokio's semaphore.
+            if value > Semaphore::MAX_PERMITS {
+                return invalid(field, "is above what a tokio semaphore can count");
+            }
         }
         if self.max_buffered_bytes < self.body_limit {
-            return Err(SetupError::InvalidLimit(
-                "max_buffered_bytes must be at least body_limit, or no body that large could be read",
-            ));
+            return invalid(
+                "max_buffered_bytes",
+                "must be at least body_limit, or no body that large could be read",
+            );
+        }
+        if self.replay_window < Duration::from_secs(1) {
+            return invalid(
+                "replay_window",
+                "must be at least 1 s (it counts whole seconds)",
+            );
+        }
+        for (field, value) in [
+            ("replay_window", self.replay_window),
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("reply_deadline", self.reply_deadline),
+            ("write_timeout", self.write_timeout),
+            ("max_connection_age", self.max_connection_age),
+            ("shutdown_grace", self.shutdown_grace),
+        ] {
+            if value > MAX_DURATION {
+                return invalid(field, "must be at most one day");
+            }
+            if value.is_zero() && field != "shutdown_grace" {
+                return invalid(field, "must be longer than zero");
+            }
         }
         Ok(())
     }
 }
+
+/// Far-future deadlines overflow the clock (and no request or connection
+/// needs more than a day), so every duration is refused past it.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Why the server could not start. Request-time failures are
 /// [`RequestError`](crate::RequestError)s instead.
@@ -247,8 +316,14 @@ pub enum SetupError {
     NoSecret,
     /// Secrets were configured together with [`Config::accept_unsigned`].
     SecretsAndUnsigned,
-    /// A limit in [`Config`] can never be met; the text says which.
-    InvalidLimit(&'static str),
+    /// A value in [`Config`] cannot work: zero, too large to schedule, or in
+    /// conflict with another field.
+    InvalidConfig {
+        /// The [`Config`] field at fault.
+        field: &'static str,
+        /// What it must be instead.
+        reason: &'static str,
+    },
     /// The listening socket could not be bound.
     Bind {
         /// The address from [`Config::addr`].
@@ -274,7 +349,9 @@ impl fmt::Display for SetupError {
                 "Config::accept_unsigned() cannot be combined with secrets: anyone could skip \
                  the signature; remove one of the two",
             ),
-            SetupError::InvalidLimit(problem) => write!(f, "invalid limit: {problem}"),
+            SetupError::InvalidConfig { field, reason } => {
+                write!(f, "invalid Config::{field}: {reason}")
+            }
             SetupError::Bind { addr, .. } => write!(f, "could not listen on {addr}"),
         }
     }
