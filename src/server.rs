@@ -1,5 +1,5 @@
-//! Bytes in: the listening socket, HTTP/1.1 connections with timeouts, and
-//! graceful shutdown.
+//! Bytes in: the listening socket, the connection limit, and graceful
+//! shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::assistant::Assistant;
 use crate::config::{Config, SetupError};
+use crate::connection::{self, Lifetime, Signals};
 use crate::webhook::Webhook;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop
@@ -46,7 +46,10 @@ pub struct Server {
     local_addr: SocketAddr,
     webhook: Webhook,
     connection: http1::Builder,
+    lifetime: Lifetime,
     connection_slots: Arc<Semaphore>,
+    /// How long a client accepted at capacity waits for room.
+    room_wait: Duration,
     shutdown_grace: Duration,
 }
 
@@ -95,7 +98,9 @@ impl Server {
             local_addr,
             webhook,
             connection,
+            lifetime: Lifetime::new(config),
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+            room_wait: config.header_read_timeout,
             shutdown_grace: config.shutdown_grace,
         })
     }
@@ -110,50 +115,69 @@ impl Server {
     /// [`Config::shutdown_grace`], cuts the connections still open after that,
     /// and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let graceful = GracefulShutdown::new();
+        let (shutdown_sender, _) = watch::channel(false);
+        let (make_room, _) = watch::channel(0u64);
+        let connection = Arc::new(self.connection);
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         info!(addr = %self.local_addr, "listening");
-        loop {
+        'accept: loop {
             // Reap finished connection tasks so the set does not grow.
             while connections.try_join_next().is_some() {}
-            // At the connection limit, wait here: new clients queue in the
-            // operating system's accept queue instead of costing memory.
-            let slot = tokio::select! {
-                slot = Arc::clone(&self.connection_slots).acquire_owned() => slot,
-                () = &mut shutdown => break,
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break 'accept,
             };
-            let Ok(slot) = slot else { break };
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        // Replies are single small writes; do not wait to coalesce them.
-                        let _ = stream.set_nodelay(true);
-                        let connection = self
-                            .connection
-                            .serve_connection(TokioIo::new(stream), self.webhook.clone());
-                        let connection = graceful.watch(connection);
-                        connections.spawn(async move {
-                            if let Err(error) = connection.await {
-                                debug!(%peer, %error, "connection closed with an error");
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "accept failed; retrying");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let slot = match Arc::clone(&self.connection_slots).try_acquire_owned() {
+                Ok(slot) => slot,
+                // Full: this client waits while the others make room; the
+                // ones after it wait in the operating system's accept queue.
+                Err(_) => tokio::select! {
+                    slot = wait_for_room(&self.connection_slots, &make_room, self.room_wait) => {
+                        match slot {
+                            Some(slot) => slot,
+                            None => {
+                                warn!(%peer, "no connection slot freed up in time; closing the new connection");
+                                continue;
                             }
-                            drop(slot);
-                        });
+                        }
                     }
-                    Err(error) => {
-                        warn!(%error, "accept failed; retrying");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
+                    () = &mut shutdown => break 'accept,
                 },
-                () = &mut shutdown => break,
-            }
+            };
+            // Replies are single small writes; do not wait to coalesce them.
+            let _ = stream.set_nodelay(true);
+            let signals = Signals {
+                shutdown: shutdown_sender.subscribe(),
+                make_room: make_room.subscribe(),
+            };
+            let (connection, webhook, lifetime) =
+                (Arc::clone(&connection), self.webhook.clone(), self.lifetime);
+            connections.spawn(async move {
+                let served =
+                    connection::serve(stream, &connection, webhook, lifetime, signals).await;
+                if let Err(error) = served {
+                    debug!(%peer, %error, "connection closed with an error");
+                }
+                drop(slot);
+            });
         }
         drop(self.listener);
         info!(
             grace_secs = self.shutdown_grace.as_secs_f64(),
             "shutting down: finishing requests in flight"
         );
-        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+        let _ = shutdown_sender.send(true);
+        let drained = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.shutdown_grace, drained)
             .await
             .is_err()
         {
@@ -165,4 +189,28 @@ impl Server {
         connections.shutdown().await;
         info!("shut down");
     }
+}
+
+/// How often a waiting client asks the connections again to make room: a
+/// keep-alive connection that was busy at the last ask may be idle by now.
+const MAKE_ROOM_EVERY: Duration = Duration::from_millis(100);
+
+/// Asks every connection to make room until a slot frees up, for at most
+/// `wait`.
+async fn wait_for_room(
+    slots: &Arc<Semaphore>,
+    make_room: &watch::Sender<u64>,
+    wait: Duration,
+) -> Option<OwnedSemaphorePermit> {
+    let asking = async {
+        loop {
+            make_room.send_modify(|asked| *asked = asked.wrapping_add(1));
+            if let Ok(Ok(slot)) =
+                tokio::time::timeout(MAKE_ROOM_EVERY, Arc::clone(slots).acquire_owned()).await
+            {
+                return slot;
+            }
+        }
+    };
+    tokio::time::timeout(wait, asking).await.ok()
 }

@@ -8,6 +8,8 @@
 mod connections;
 mod hostile;
 mod http_semantics;
+mod lifetimes;
+mod memory;
 mod payloads;
 mod platform_sender;
 mod properties;
