@@ -5,8 +5,12 @@
 //! WEBHOOK_SECRET=<the App's webhook secret> cargo run --example echo
 //! ```
 //!
-//! `PORT` (default 8080) and `WEBHOOK_SECRET` come from the environment. Without
-//! a secret it accepts unsigned requests and says so loudly.
+//! `PORT` (default 8080) and `WEBHOOK_SECRET` come from the environment. With a
+//! secret it listens on every interface. Without one it accepts unsigned
+//! requests, says so loudly, and listens on loopback only (the platform on the
+//! same machine reaches `localhost`); `ALLOW_UNSIGNED_PUBLIC=1` opts in to
+//! listening on every interface unsigned. A `WEBHOOK_SECRET` that is set but
+//! empty stops it at start-up: the platform would stop signing.
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -26,16 +30,37 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
         Err(_) => 8080,
     };
-    let config = Config::default().addr(([0, 0, 0, 0], port));
     let config = match std::env::var("WEBHOOK_SECRET") {
-        Ok(secret) if !secret.is_empty() => config.secret(Secret::new(secret)?),
-        _ => {
+        Ok(secret) if secret.is_empty() => {
+            return Err(
+                "WEBHOOK_SECRET is set but empty. The platform treats an empty secret \
+                        as none and stops signing; set the App's secret, or unset \
+                        WEBHOOK_SECRET to accept unsigned requests on purpose"
+                    .into(),
+            );
+        }
+        Ok(secret) => Config::default()
+            .addr(([0, 0, 0, 0], port))
+            .secret(Secret::new(secret)?),
+        Err(_) => {
+            let public = std::env::var("ALLOW_UNSIGNED_PUBLIC").is_ok_and(|value| value == "1");
+            let (host, reach) = if public {
+                ([0, 0, 0, 0], format!("port {port} on every interface"))
+            } else {
+                (
+                    [127, 0, 0, 1],
+                    format!(
+                        "127.0.0.1:{port} (loopback only; ALLOW_UNSIGNED_PUBLIC=1 listens on \
+                         every interface)"
+                    ),
+                )
+            };
             tracing::warn!(
                 "WEBHOOK_SECRET is not set: accepting UNSIGNED requests from anyone who can \
-                 reach this port. Set a webhook secret on the App and the same value in \
+                 reach {reach}. Set a webhook secret on the App and the same value in \
                  WEBHOOK_SECRET."
             );
-            config.accept_unsigned()
+            Config::default().addr((host, port)).accept_unsigned()
         }
     };
 
