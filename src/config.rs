@@ -142,10 +142,11 @@ pub struct Config {
     /// Default: `None` (answer `504` with a JSON error).
     pub fallback_reply: Option<String>,
     /// Connections served at once. At the limit, the next client is accepted
-    /// and waits while the connections that are idle are closed to make room
-    /// and every busy one is told to close after its current response (a
-    /// stalled writer is cut); further clients wait in the operating system's
-    /// accept queue.
+    /// and waits while room is made for it: connections whose peer stopped
+    /// reading are cut, and one idle keep-alive connection is closed (asked
+    /// again every 100 ms, for up to `header_read_timeout`). A connection
+    /// with a request in progress is never disturbed. Further clients wait in
+    /// the operating system's accept queue.
     /// Default: 1024.
     pub max_connections: usize,
     /// Assistant calls running at once; past it, requests are answered `503`

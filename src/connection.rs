@@ -58,9 +58,33 @@ impl Lifetime {
 pub(crate) struct Signals {
     /// Becomes `true` at shutdown: finish the request in progress, then close.
     pub(crate) shutdown: watch::Receiver<bool>,
-    /// Bumped while a new client waits for a free slot: close if idle, stop
-    /// keeping alive if busy, and give up a write the peer is not reading.
+    /// Bumped while a new client waits for a free slot: a stalled writer is
+    /// cut, and one idle keep-alive connection (the one that claims
+    /// [`RoomWanted`]) closes.
     pub(crate) make_room: watch::Receiver<u64>,
+    pub(crate) room_wanted: RoomWanted,
+}
+
+/// One slot wanted by a client waiting at capacity; the first idle
+/// connection to claim it closes, so one waiting client costs one keep-alive
+/// connection, not all of them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RoomWanted(Arc<AtomicBool>);
+
+impl RoomWanted {
+    pub(crate) fn ask(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn withdraw(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    fn claim(&self) -> bool {
+        self.0
+            .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
 }
 
 /// Serves one connection until it closes, is closed by its limits, or is cut.
@@ -73,10 +97,10 @@ pub(crate) async fn serve(
 ) -> Result<(), hyper::Error> {
     let write_stalled = Arc::new(AtomicBool::new(false));
     let io = WriteDeadline::new(stream, lifetime.write_timeout, Arc::clone(&write_stalled));
-    let served = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(RequestCounts::default());
     let service = CountedRequests {
         webhook,
-        served: Arc::clone(&served),
+        counts: Arc::clone(&requests),
         max_requests: lifetime.max_requests,
     };
     let connection = builder.serve_connection(TokioIo::new(io), service);
@@ -103,10 +127,11 @@ pub(crate) async fn serve(
                     debug!("cut a connection whose peer stopped reading, to make room");
                     return Ok(());
                 }
-                // Only a connection that has been answered is keeping alive; a
-                // new one may have its first request in flight (its head is
-                // bounded by the header read timeout).
-                if !closing && served.load(Ordering::Relaxed) > 0 {
+                // Only a connection that has been answered and has nothing in
+                // progress is keeping alive; a new one may have its first
+                // request in flight (its head is bounded by the header read
+                // timeout).
+                if !closing && requests.is_idle() && signals.room_wanted.claim() {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }
@@ -124,8 +149,23 @@ pub(crate) async fn serve(
 /// close the connection after writing it.
 struct CountedRequests {
     webhook: Webhook,
-    served: Arc<AtomicUsize>,
+    counts: Arc<RequestCounts>,
     max_requests: usize,
+}
+
+/// Requests started and finished on one connection.
+#[derive(Debug, Default)]
+struct RequestCounts {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+impl RequestCounts {
+    /// Answered at least once and nothing in progress: keeping alive.
+    fn is_idle(&self) -> bool {
+        let finished = self.finished.load(Ordering::Relaxed);
+        finished > 0 && self.started.load(Ordering::Relaxed) == finished
+    }
 }
 
 type CountedFuture =
@@ -137,10 +177,12 @@ impl hyper::service::Service<Request<Incoming>> for CountedRequests {
     type Future = CountedFuture;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let is_last = self.served.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_requests;
+        let is_last = self.counts.started.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_requests;
         let webhook = self.webhook.clone();
+        let counts = Arc::clone(&self.counts);
         Box::pin(async move {
             let mut response = webhook.handle(request).await;
+            counts.finished.fetch_add(1, Ordering::Relaxed);
             if is_last {
                 response
                     .headers_mut()

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::assistant::Assistant;
 use crate::config::{Config, SetupError};
-use crate::connection::{self, Lifetime, Signals};
+use crate::connection::{self, Lifetime, RoomWanted, Signals};
 use crate::webhook::Webhook;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop
@@ -117,6 +117,7 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let (shutdown_sender, _) = watch::channel(false);
         let (make_room, _) = watch::channel(0u64);
+        let room_wanted = RoomWanted::default();
         let connection = Arc::new(self.connection);
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -141,7 +142,7 @@ impl Server {
                 // Full: this client waits while the others make room; the
                 // ones after it wait in the operating system's accept queue.
                 Err(_) => tokio::select! {
-                    slot = wait_for_room(&self.connection_slots, &make_room, self.room_wait) => {
+                    slot = wait_for_room(&self.connection_slots, &make_room, &room_wanted, self.room_wait) => {
                         match slot {
                             Some(slot) => slot,
                             None => {
@@ -158,6 +159,7 @@ impl Server {
             let signals = Signals {
                 shutdown: shutdown_sender.subscribe(),
                 make_room: make_room.subscribe(),
+                room_wanted: room_wanted.clone(),
             };
             let (connection, webhook, lifetime) =
                 (Arc::clone(&connection), self.webhook.clone(), self.lifetime);
@@ -195,15 +197,17 @@ impl Server {
 /// keep-alive connection that was busy at the last ask may be idle by now.
 const MAKE_ROOM_EVERY: Duration = Duration::from_millis(100);
 
-/// Asks every connection to make room until a slot frees up, for at most
+/// Asks the connections to make room until a slot frees up, for at most
 /// `wait`.
 async fn wait_for_room(
     slots: &Arc<Semaphore>,
     make_room: &watch::Sender<u64>,
+    room_wanted: &RoomWanted,
     wait: Duration,
 ) -> Option<OwnedSemaphorePermit> {
     let asking = async {
         loop {
+            room_wanted.ask();
             make_room.send_modify(|asked| *asked = asked.wrapping_add(1));
             if let Ok(Ok(slot)) =
                 tokio::time::timeout(MAKE_ROOM_EVERY, Arc::clone(slots).acquire_owned()).await
@@ -212,5 +216,7 @@ async fn wait_for_room(
             }
         }
     };
-    tokio::time::timeout(wait, asking).await.ok()
+    let slot = tokio::time::timeout(wait, asking).await.ok();
+    room_wanted.withdraw();
+    slot
 }

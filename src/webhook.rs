@@ -36,6 +36,12 @@ const HEALTH_PATH: &str = "/healthz";
 /// uses it for every connection. It needs a tokio runtime with timers
 /// enabled (`#[tokio::main]` has them) for its body timeout and reply deadline.
 ///
+/// Everything about one request is here; everything about connections
+/// ([`Config::header_read_timeout`], [`Config::write_timeout`],
+/// [`Config::max_connection_age`], [`Config::max_requests_per_connection`],
+/// [`Config::max_connections`]) is [`Server`](crate::Server)'s. Mounted in
+/// your own stack, set those limits there.
+///
 /// ```
 /// use std::convert::Infallible;
 /// use http_body_util::Empty;
