@@ -114,6 +114,8 @@ mod payload;
 mod assistant;
 // Reply bytes out.
 mod response;
+// The per-request guard: slot, memory, span, and the request's log line.
+mod guard;
 // The statuses every failure maps to.
 mod error;
 

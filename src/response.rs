@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
@@ -12,8 +11,11 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::RequestError;
+use crate::guard::{Outcome, RequestGuard};
 
-/// The assistant's answer: `{"reply": text}` plus `"metadata"` when not empty.
+/// The assistant's answer: its text, and metadata for the platform.
+///
+/// Sent as `{"reply": text}` plus `"metadata"` when there is any.
 ///
 /// ```
 /// use partner_webhook::Reply;
@@ -22,33 +24,61 @@ use crate::error::RequestError;
 /// let rich = Reply::new("Your order ships tomorrow.")
 ///     .with_metadata("order", "A-1042")
 ///     .with_metadata("confidence", 0.93);
-/// assert_eq!(rich.metadata["order"], "A-1042");
-/// assert!(plain.metadata.is_empty());
+/// assert_eq!(rich.text(), Some("Your order ships tomorrow."));
+/// assert_eq!(rich.metadata()["order"], "A-1042");
+/// assert!(plain.metadata().is_empty());
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
-    /// The text shown to the end user.
-    #[serde(rename = "reply")]
-    pub text: String,
-    /// Extra data for the platform, sent as `"metadata"` unless empty.
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub metadata: Map<String, Value>,
+    content: Content,
+    metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Content {
+    Text(String),
 }
 
 impl Reply {
     /// A reply with this text and no metadata.
     pub fn new(text: impl Into<String>) -> Self {
         Reply {
-            text: text.into(),
+            content: Content::Text(text.into()),
             metadata: Map::new(),
         }
     }
 
     /// Adds one metadata entry.
+    #[must_use]
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
+    }
+
+    /// The whole text, for a reply made with [`Reply::new`].
+    pub fn text(&self) -> Option<&str> {
+        match &self.content {
+            Content::Text(text) => Some(text),
+        }
+    }
+
+    /// The metadata entries.
+    pub fn metadata(&self) -> &Map<String, Value> {
+        &self.metadata
+    }
+
+    /// `{"reply": text, "metadata": {...}}`, metadata left out when empty.
+    fn to_json(&self, text: &str) -> serde_json::Result<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            reply: &'a str,
+            #[serde(skip_serializing_if = "Map::is_empty")]
+            metadata: &'a Map<String, Value>,
+        }
+        serde_json::to_vec(&Json {
+            reply: text,
+            metadata: &self.metadata,
+        })
     }
 }
 
@@ -66,10 +96,21 @@ impl From<&str> for Reply {
 
 /// Body of every response the webhook sends.
 ///
-/// Opaque so that streamed replies can be added without changing the
-/// [`Webhook`](crate::Webhook) service's response type.
+/// Opaque: it is one JSON buffer today, and its private parts can grow (a
+/// stream of frames) without changing the [`Webhook`](crate::Webhook)
+/// service's response type. It carries the request's bookkeeping, which
+/// logs the request when the body is dropped.
 #[derive(Debug)]
-pub struct ResponseBody(Full<Bytes>);
+pub struct ResponseBody {
+    kind: BodyKind,
+    /// Dropped with the body: after the last byte, or when the client hangs up.
+    _guard: Option<RequestGuard>,
+}
+
+#[derive(Debug)]
+enum BodyKind {
+    Full(Option<Bytes>),
+}
 
 impl Body for ResponseBody {
     type Data = Bytes;
@@ -77,17 +118,25 @@ impl Body for ResponseBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.0).poll_frame(cx)
+        match &mut self.kind {
+            BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        match &self.kind {
+            BodyKind::Full(bytes) => bytes.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.size_hint()
+        match &self.kind {
+            BodyKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
+            }
+        }
     }
 }
 
@@ -103,20 +152,31 @@ pub(crate) enum Answer {
 /// user; longer messages only echo more of the client's own input back.
 const MAX_ERROR_MESSAGE: usize = 300;
 
-pub(crate) fn build(outcome: &Result<Answer, RequestError>) -> Response<ResponseBody> {
-    let (status, body) = match outcome {
-        Ok(Answer::Reply(reply) | Answer::Fallback(reply)) => match serde_json::to_vec(reply) {
-            Ok(json) => (StatusCode::OK, json),
-            // Unreachable in practice (string keys, JSON values), but never panic here.
-            Err(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                error_json("could not encode the reply"),
-            ),
-        },
-        Ok(Answer::Healthy) => (StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
-        Err(error) => (error.status(), error_json(&error.to_string())),
+/// Makes the response for a request's outcome, and hands the request's guard
+/// to its body.
+pub(crate) fn build(
+    outcome: Result<Answer, RequestError>,
+    mut guard: RequestGuard,
+) -> Response<ResponseBody> {
+    let (status, body, logged) = match &outcome {
+        Ok(Answer::Reply(reply)) => reply_json(reply, Outcome::Replied),
+        Ok(Answer::Fallback(reply)) => reply_json(reply, Outcome::Fallback),
+        Ok(Answer::Healthy) => (
+            StatusCode::OK,
+            br#"{"status":"ok"}"#.to_vec(),
+            Outcome::Healthy,
+        ),
+        Err(error) => (
+            error.status(),
+            error_json(&error.to_string()),
+            Outcome::refused(error),
+        ),
     };
-    let mut response = Response::new(ResponseBody(Full::new(Bytes::from(body))));
+    guard.set_outcome(logged);
+    let mut response = Response::new(ResponseBody {
+        kind: BodyKind::Full(Some(Bytes::from(body))),
+        _guard: Some(guard),
+    });
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -143,6 +203,28 @@ pub(crate) fn build(outcome: &Result<Answer, RequestError>) -> Response<Response
     response
 }
 
+fn reply_json(reply: &Reply, outcome: Outcome) -> (StatusCode, Vec<u8>, Outcome) {
+    let encoded = match reply.text() {
+        Some(text) => reply.to_json(text),
+        None => Err(serde::ser::Error::custom(
+            "a stream reached the JSON encoder unjoined",
+        )),
+    };
+    match encoded {
+        Ok(json) => (StatusCode::OK, json, outcome),
+        // Unreachable in practice (string keys, JSON values), but never panic here.
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error_json("could not encode the reply"),
+            Outcome::Refused {
+                status: 500,
+                reason: "could not encode the reply".to_owned(),
+                detail: error.to_string(),
+            },
+        ),
+    }
+}
+
 fn error_json(message: &str) -> Vec<u8> {
     let mut end = message.len().min(MAX_ERROR_MESSAGE);
     while !message.is_char_boundary(end) {
@@ -164,11 +246,12 @@ mod tests {
 
     #[test]
     fn reply_serializes_as_the_platform_expects() {
-        let plain = serde_json::to_string(&Reply::from("hé")).expect("serializes");
-        assert_eq!(plain, r#"{"reply":"hé"}"#);
-        let rich =
-            serde_json::to_string(&Reply::new("x").with_metadata("n", 1)).expect("serializes");
-        assert_eq!(rich, r#"{"reply":"x","metadata":{"n":1}}"#);
+        let plain = Reply::from("hé");
+        let json = plain.to_json("hé").expect("serializes");
+        assert_eq!(json, r#"{"reply":"hé"}"#.as_bytes());
+        let rich = Reply::new("x").with_metadata("n", 1);
+        let json = rich.to_json("x").expect("serializes");
+        assert_eq!(json, r#"{"reply":"x","metadata":{"n":1}}"#.as_bytes());
     }
 
     #[test]

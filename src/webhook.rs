@@ -5,21 +5,22 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use hyper::body::{Body, Bytes};
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Request, Response};
-use tracing::{debug, error, info, warn};
 
 use crate::assistant::{self, Assistant, Context};
 use crate::config::{Config, SetupError};
 use crate::error::{BoxError, RequestError};
+use crate::guard::{RefusalLog, RequestGuard};
 use crate::limits::{self, BodyLimits};
 use crate::payload::MessageReceived;
 use crate::replay::ReplayCache;
@@ -67,11 +68,11 @@ struct Inner {
     verifier: Option<Verifier>,
     replay_cache: Arc<dyn ReplayCache>,
     body: BodyLimits,
-    reply_slots: Semaphore,
+    reply_slots: Arc<Semaphore>,
     reply_deadline: Duration,
     fallback_reply: Option<String>,
     assistant: Box<dyn Assistant>,
-    refusals: RefusalLog,
+    refusals: Arc<RefusalLog>,
     /// Unix seconds; replaceable so tests can stand at the window's edge.
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -96,11 +97,11 @@ impl Webhook {
                     config.body_read_timeout,
                     config.max_buffered_bytes,
                 ),
-                reply_slots: Semaphore::new(config.max_concurrent_replies),
+                reply_slots: Arc::new(Semaphore::new(config.max_concurrent_replies)),
                 reply_deadline: config.reply_deadline,
                 fallback_reply: config.fallback_reply.clone(),
                 assistant: Box::new(assistant),
-                refusals: RefusalLog::default(),
+                refusals: Arc::default(),
                 clock: Box::new(unix_now),
             }),
         })
@@ -113,21 +114,21 @@ impl Webhook {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        let started = Instant::now();
         let (parts, body) = request.into_parts();
-        let mut ids = LoggedIds::from_headers(&parts.headers);
-        let outcome = self.process(&parts, body, &mut ids, started).await;
-        let response = response::build(&outcome);
-        self.log_request(&parts, &outcome, &ids, started);
-        response
+        let mut guard = RequestGuard::new(&parts, Arc::clone(&self.inner.refusals));
+        let span = guard.span().clone();
+        let outcome = self
+            .process(&parts, body, &mut guard)
+            .instrument(span)
+            .await;
+        response::build(outcome, guard)
     }
 
     async fn process<B>(
         &self,
         parts: &Parts,
         body: B,
-        ids: &mut LoggedIds,
-        started: Instant,
+        guard: &mut RequestGuard,
     ) -> Result<Answer, RequestError>
     where
         B: Body,
@@ -139,16 +140,17 @@ impl Webhook {
         limits::check_content_type(&parts.headers)?;
         let signed = self.check_signature_headers(&parts.headers)?;
         self.inner.body.check_declared_length(&parts.headers)?;
-        let (body, _memory) = self.inner.body.read(&parts.headers, body).await?;
+        let (body, memory) = self.inner.body.read(&parts.headers, body).await?;
+        guard.hold_memory(memory);
         let verified = self.verify_body(signed.as_ref(), &body)?;
         // Before the signature is recorded, so that a 503 here can be retried
         // with the same request, as its Retry-After invites.
-        let _slot = self.reply_slot()?;
+        guard.hold_slot(self.reply_slot()?);
         self.reject_replay(verified).await?;
         let message = MessageReceived::from_json(&body)?;
-        ids.take_from_body(&message);
+        guard.take_ids_from_body(&parts.headers, &message);
         let context = request_context(&message, verified, body);
-        self.reply_in_time(message, context, started).await
+        self.reply_in_time(message, context, guard.started()).await
     }
 
     /// Judges the signature headers before the body is read, so a client
@@ -208,10 +210,9 @@ impl Webhook {
         }
     }
 
-    fn reply_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, RequestError> {
-        self.inner
-            .reply_slots
-            .try_acquire()
+    fn reply_slot(&self) -> Result<OwnedSemaphorePermit, RequestError> {
+        Arc::clone(&self.inner.reply_slots)
+            .try_acquire_owned()
             .map_err(|_| RequestError::Overloaded {
                 reason: "too many replies in progress",
                 source: None,
@@ -235,68 +236,6 @@ impl Webhook {
                     deadline: self.inner.reply_deadline,
                 }),
             },
-        }
-    }
-
-    fn log_request(
-        &self,
-        parts: &Parts,
-        outcome: &Result<Answer, RequestError>,
-        ids: &LoggedIds,
-        started: Instant,
-    ) {
-        let method = &parts.method;
-        // The path only: a query string may carry tokens.
-        let path = parts.uri.path();
-        let latency_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
-        let app_id = ids.app_id.as_deref().unwrap_or("-");
-        let thread_id = ids.thread_id.as_deref().unwrap_or("-");
-        let message_id = ids.message_id.as_deref().unwrap_or("-");
-        let rejection = match outcome {
-            Ok(Answer::Healthy) => {
-                debug!(%method, path, status = 200, %latency_ms, "health check");
-                return;
-            }
-            Ok(Answer::Reply(_)) => {
-                info!(
-                    %method, path, status = 200, %latency_ms, app_id, thread_id, message_id,
-                    "replied"
-                );
-                return;
-            }
-            Ok(Answer::Fallback(_)) => {
-                warn!(
-                    %method, path, status = 200, %latency_ms, app_id, thread_id, message_id,
-                    "assistant missed the reply deadline; sent the fallback reply"
-                );
-                return;
-            }
-            Err(rejection) => rejection,
-        };
-        let status = rejection.status().as_u16();
-        let server_error = rejection.status().is_server_error();
-        let Some(count) = self.inner.refusals.admit(server_error) else {
-            // Past the rate, a line only for those who ask for debug logs.
-            debug!(
-                %method, path, status, %latency_ms, app_id, thread_id, message_id,
-                reason = %rejection, "request refused"
-            );
-            return;
-        };
-        let (refused_total, suppressed) = (count.total, count.suppressed);
-        if server_error {
-            let detail = std::error::Error::source(rejection)
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            error!(
-                %method, path, status, %latency_ms, app_id, thread_id, message_id,
-                reason = %rejection, detail, refused_total, suppressed, "request failed"
-            );
-        } else {
-            warn!(
-                %method, path, status, %latency_ms, app_id, thread_id, message_id,
-                reason = %rejection, refused_total, suppressed, "request rejected"
-            );
         }
     }
 
@@ -331,112 +270,6 @@ fn request_context(message: &MessageReceived, verified: Option<Verified>, body: 
         signed_at: verified.map(|verified| verified.timestamp),
         verified: verified.is_some(),
         body,
-    }
-}
-
-/// Ids for the request's log line. Until the body is parsed only the unsigned
-/// `X-App-Id` / `X-Thread-Id` headers are known; once it is, the signed body's
-/// ids replace them.
-struct LoggedIds {
-    app_id: Option<String>,
-    thread_id: Option<String>,
-    message_id: Option<String>,
-}
-
-impl LoggedIds {
-    fn from_headers(headers: &HeaderMap) -> Self {
-        let text = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned)
-        };
-        LoggedIds {
-            app_id: text("x-app-id"),
-            thread_id: text("x-thread-id"),
-            message_id: None,
-        }
-    }
-
-    /// Trusts the body: the headers are not signed, so anyone holding one
-    /// signed body could pair it with ids of their choosing.
-    fn take_from_body(&mut self, message: &MessageReceived) {
-        let disagrees = |claimed: &Option<String>, signed: &str| {
-            claimed.as_deref().is_some_and(|claimed| claimed != signed)
-        };
-        if disagrees(&self.app_id, &message.app.id)
-            || disagrees(&self.thread_id, &message.thread.id)
-        {
-            warn!(
-                header_app_id = self.app_id.as_deref().unwrap_or("-"),
-                header_thread_id = self.thread_id.as_deref().unwrap_or("-"),
-                app_id = %message.app.id,
-                thread_id = %message.thread.id,
-                "X-App-Id / X-Thread-Id disagree with the signed body; using the body's ids"
-            );
-        }
-        self.app_id = Some(message.app.id.clone());
-        self.thread_id = Some(message.thread.id.clone());
-        self.message_id.clone_from(&message.message.id);
-    }
-}
-
-/// How many refusal lines reach the log each second, per kind (client errors,
-/// server errors): a flood of bad requests then costs the log a few lines a
-/// second, while each line still carries the exact count.
-const REFUSAL_LINES_PER_SECOND: u32 = 10;
-
-/// Rate-limits refusal log lines without losing count of the refusals.
-#[derive(Default)]
-struct RefusalLog {
-    client_errors: Mutex<RefusalCount>,
-    server_errors: Mutex<RefusalCount>,
-    epoch: OnceLock<Instant>,
-}
-
-#[derive(Default)]
-struct RefusalCount {
-    second: u64,
-    logged_this_second: u32,
-    suppressed: u64,
-    total: u64,
-}
-
-/// What a logged refusal line reports.
-struct Admitted {
-    /// Refusals of this kind since start, this one included.
-    total: u64,
-    /// Refusals of this kind not logged since the previous logged one.
-    suppressed: u64,
-}
-
-impl RefusalLog {
-    /// Counts one refusal; `Some` when its line may be logged.
-    fn admit(&self, server_error: bool) -> Option<Admitted> {
-        let second = self.epoch.get_or_init(Instant::now).elapsed().as_secs();
-        let counts = if server_error {
-            &self.server_errors
-        } else {
-            &self.client_errors
-        };
-        // A poisoned count is still a count.
-        let mut counts = counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        counts.total += 1;
-        if counts.second != second {
-            counts.second = second;
-            counts.logged_this_second = 0;
-        }
-        if counts.logged_this_second >= REFUSAL_LINES_PER_SECOND {
-            counts.suppressed += 1;
-            return None;
-        }
-        counts.logged_this_second += 1;
-        Some(Admitted {
-            total: counts.total,
-            suppressed: std::mem::take(&mut counts.suppressed),
-        })
     }
 }
 

@@ -1,0 +1,279 @@
+//! The per-request guard: one owned value that holds what a request holds
+//! (its reply slot, its body's share of the memory budget), carries its
+//! `tracing` span and start time, and writes the request's one log line when
+//! it is dropped. It moves into the response body, so a streamed reply keeps
+//! its slot until its last frame, and a client that hangs up mid-stream is
+//! still logged.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use hyper::HeaderMap;
+use hyper::http::request::Parts;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tracing::field::Empty;
+use tracing::{Span, debug, error, info, info_span, warn};
+
+use crate::error::RequestError;
+use crate::payload::MessageReceived;
+
+/// How a request ended, for its log line.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// A streamed reply is still being sent; dropped in this state, the
+    /// client hung up.
+    Streaming,
+    Healthy,
+    Replied,
+    /// The configured fallback, sent because the assistant missed the deadline.
+    Fallback,
+    Refused {
+        status: u16,
+        reason: String,
+        detail: String,
+    },
+}
+
+impl Outcome {
+    pub(crate) fn refused(error: &RequestError) -> Self {
+        Outcome::Refused {
+            status: error.status().as_u16(),
+            reason: error.to_string(),
+            detail: std::error::Error::source(error)
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct RequestGuard {
+    span: Span,
+    /// `X-App-Id` and `X-Thread-Id`, until the signed body's ids replace them.
+    claimed_ids: Option<[Option<String>; 2]>,
+    started: Instant,
+    outcome: Outcome,
+    refusals: Arc<RefusalLog>,
+    slot: Option<OwnedSemaphorePermit>,
+    memory: Option<OwnedSemaphorePermit>,
+}
+
+impl RequestGuard {
+    /// Opens the request's span. Until the body is parsed, only the unsigned
+    /// `X-App-Id` / `X-Thread-Id` headers name the request; see
+    /// [`take_ids_from_body`](RequestGuard::take_ids_from_body).
+    pub(crate) fn new(parts: &Parts, refusals: Arc<RefusalLog>) -> Self {
+        // The ids are recorded once (a field recorded twice prints twice):
+        // from the body once it is parsed, else from the headers at the end.
+        let span = info_span!(
+            "request",
+            method = %parts.method,
+            // The path only: a query string may carry tokens.
+            path = parts.uri.path(),
+            app_id = Empty,
+            thread_id = Empty,
+            message_id = Empty,
+        );
+        RequestGuard {
+            span,
+            claimed_ids: Some([
+                header_text(&parts.headers, "x-app-id"),
+                header_text(&parts.headers, "x-thread-id"),
+            ]),
+            started: Instant::now(),
+            outcome: Outcome::Streaming,
+            refusals,
+            slot: None,
+            memory: None,
+        }
+    }
+
+    pub(crate) fn span(&self) -> &Span {
+        &self.span
+    }
+
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Keeps the request's reply slot until the response ends.
+    pub(crate) fn hold_slot(&mut self, slot: OwnedSemaphorePermit) {
+        self.slot = Some(slot);
+    }
+
+    /// Keeps the body's share of the memory budget until the response ends:
+    /// the assistant, and a stream it returns, may still hold the body.
+    pub(crate) fn hold_memory(&mut self, memory: OwnedSemaphorePermit) {
+        self.memory = Some(memory);
+    }
+
+    pub(crate) fn set_outcome(&mut self, outcome: Outcome) {
+        self.outcome = outcome;
+    }
+
+    /// Names the request by its signed body from now on. The headers are not
+    /// signed, so anyone holding one signed body could pair it with ids of
+    /// their choosing; a disagreement is logged.
+    pub(crate) fn take_ids_from_body(&mut self, headers: &HeaderMap, message: &MessageReceived) {
+        self.claimed_ids = None;
+        let disagrees = |name: &str, signed: &str| {
+            header_text(headers, name).is_some_and(|claimed| claimed != signed)
+        };
+        if disagrees("x-app-id", &message.app.id) || disagrees("x-thread-id", &message.thread.id) {
+            self.span.in_scope(|| {
+                warn!(
+                    header_app_id = header_text(headers, "x-app-id").as_deref().unwrap_or("-"),
+                    header_thread_id = header_text(headers, "x-thread-id").as_deref().unwrap_or("-"),
+                    signed_app_id = %message.app.id,
+                    signed_thread_id = %message.thread.id,
+                    "X-App-Id / X-Thread-Id disagree with the signed body; using the body's ids"
+                );
+            });
+        }
+        self.span.record("app_id", message.app.id.as_str());
+        self.span.record("thread_id", message.thread.id.as_str());
+        if let Some(id) = &message.message.id {
+            self.span.record("message_id", id.as_str());
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if let Some([app_id, thread_id]) = self.claimed_ids.take() {
+            self.span.record("app_id", app_id.as_deref().unwrap_or("-"));
+            self.span
+                .record("thread_id", thread_id.as_deref().unwrap_or("-"));
+        }
+        let _in_span = self.span.enter();
+        let latency_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0);
+        match &self.outcome {
+            Outcome::Healthy => debug!(status = 200, %latency_ms, "health check"),
+            Outcome::Replied => info!(status = 200, %latency_ms, "replied"),
+            Outcome::Fallback => warn!(
+                status = 200,
+                %latency_ms,
+                "assistant missed the reply deadline; sent the fallback reply"
+            ),
+            Outcome::Streaming => warn!(
+                status = 200,
+                %latency_ms,
+                "the client hung up before the streamed reply ended"
+            ),
+            Outcome::Refused {
+                status,
+                reason,
+                detail,
+            } => {
+                let server_error = *status >= 500;
+                let Some(count) = self.refusals.admit(server_error) else {
+                    // Past the rate, a line only for those who ask for debug logs.
+                    debug!(status, %latency_ms, reason, "request refused");
+                    return;
+                };
+                let (refused_total, suppressed) = (count.total, count.suppressed);
+                if server_error {
+                    error!(
+                        status, %latency_ms, reason, detail, refused_total, suppressed,
+                        "request failed"
+                    );
+                } else {
+                    warn!(
+                        status, %latency_ms, reason, refused_total, suppressed,
+                        "request rejected"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// How many refusal lines reach the log each second, per kind (client errors,
+/// server errors): a flood of bad requests then costs the log a few lines a
+/// second, while each line still carries the exact count.
+const REFUSAL_LINES_PER_SECOND: u32 = 10;
+
+/// Rate-limits refusal log lines without losing count of the refusals.
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLog {
+    client_errors: Mutex<RefusalCount>,
+    server_errors: Mutex<RefusalCount>,
+    epoch: OnceLock<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct RefusalCount {
+    second: u64,
+    logged_this_second: u32,
+    suppressed: u64,
+    total: u64,
+}
+
+/// What a logged refusal line reports.
+struct Admitted {
+    /// Refusals of this kind since start, this one included.
+    total: u64,
+    /// Refusals of this kind not logged since the previous logged one.
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// Counts one refusal; `Some` when its line may be logged.
+    fn admit(&self, server_error: bool) -> Option<Admitted> {
+        let second = self.epoch.get_or_init(Instant::now).elapsed().as_secs();
+        self.admit_at(server_error, second)
+    }
+
+    fn admit_at(&self, server_error: bool, second: u64) -> Option<Admitted> {
+        let counts = if server_error {
+            &self.server_errors
+        } else {
+            &self.client_errors
+        };
+        // A poisoned count is still a count.
+        let mut counts = counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counts.total += 1;
+        if counts.second != second {
+            counts.second = second;
+            counts.logged_this_second = 0;
+        }
+        if counts.logged_this_second >= REFUSAL_LINES_PER_SECOND {
+            counts.suppressed += 1;
+            return None;
+        }
+        counts.logged_this_second += 1;
+        Some(Admitted {
+            total: counts.total,
+            suppressed: std::mem::take(&mut counts.suppressed),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_lines_are_limited_but_counted() {
+        let log = RefusalLog::default();
+        let admitted: Vec<_> = (0..25).filter_map(|_| log.admit_at(false, 7)).collect();
+        assert_eq!(admitted.len(), 10);
+        assert_eq!(admitted.last().map(|count| count.total), Some(10));
+        // Server errors have their own allowance, so a flood of 401s cannot
+        // hide them.
+        assert!(log.admit_at(true, 7).is_some());
+        // The next second's first line reports the 15 left out.
+        let next = log.admit_at(false, 8).expect("a new second");
+        assert_eq!((next.total, next.suppressed), (26, 15));
+    }
+}
