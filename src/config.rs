@@ -136,6 +136,17 @@ pub struct Config {
     /// whatever it was awaiting (an LLM call, say).
     /// Default: 7.5 s.
     pub reply_deadline: Duration,
+    /// How replies are sent: one JSON object, or a stream of SSE events.
+    /// Whatever the format, the dashboard's "Test webhook" request gets JSON,
+    /// the only thing that button can read.
+    /// Default: [`ReplyFormat::Json`].
+    pub reply_format: ReplyFormat,
+    /// In SSE, how long the assistant may go without producing a chunk after
+    /// the first (which is due by [`reply_deadline`](Config::reply_deadline)).
+    /// The platform waits 8 s for each read, so past this the stream is ended
+    /// with an `error` event rather than left to time out.
+    /// Default: 7.5 s.
+    pub stream_chunk_timeout: Duration,
     /// Reply sent (as a normal `200`) when the assistant misses
     /// [`reply_deadline`](Config::reply_deadline), so the end user sees a
     /// friendly message instead of an error.
@@ -188,6 +199,8 @@ impl Default for Config {
             body_read_timeout: Duration::from_secs(10),
             reply_deadline: Duration::from_millis(7500),
             fallback_reply: None,
+            reply_format: ReplyFormat::Json,
+            stream_chunk_timeout: Duration::from_millis(7500),
             max_connections: 1024,
             max_concurrent_replies: 64,
             max_buffered_bytes: 64 * 1024 * 1024,
@@ -232,6 +245,12 @@ impl Config {
     /// Sets [`reply_deadline`](Config::reply_deadline).
     pub fn reply_deadline(mut self, deadline: Duration) -> Self {
         self.reply_deadline = deadline;
+        self
+    }
+
+    /// Sets [`reply_format`](Config::reply_format).
+    pub fn reply_format(mut self, format: ReplyFormat) -> Self {
+        self.reply_format = format;
         self
     }
 
@@ -287,6 +306,7 @@ impl Config {
             ("header_read_timeout", self.header_read_timeout),
             ("body_read_timeout", self.body_read_timeout),
             ("reply_deadline", self.reply_deadline),
+            ("stream_chunk_timeout", self.stream_chunk_timeout),
             ("write_timeout", self.write_timeout),
             ("max_connection_age", self.max_connection_age),
             ("shutdown_grace", self.shutdown_grace),
@@ -305,6 +325,29 @@ impl Config {
 /// Far-future deadlines overflow the clock (and no request or connection
 /// needs more than a day), so every duration is refused past it.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How the server sends replies ([`Config::reply_format`]).
+///
+/// The platform's Chat screen reads only SSE (`text/event-stream`); its
+/// "Test webhook" button and its synchronous run API read only JSON. Its
+/// requests look the same on both paths, so a URL serves one or the other,
+/// except that the "Test webhook" request (thread id all zeros) is always
+/// answered with JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReplyFormat {
+    /// `{"reply": ...}`; a streamed reply's chunks are joined first.
+    #[default]
+    Json,
+    /// `event: delta` per chunk, then `event: done`; a whole reply is one
+    /// `delta`.
+    Sse,
+    /// SSE when the request's `Accept` lists `text/event-stream`, JSON
+    /// otherwise. (An SSE fallback would make this the same as
+    /// [`Sse`](ReplyFormat::Sse).) The platform's requests send
+    /// `Accept: */*`, so they get JSON: this is for other clients.
+    Auto,
+}
 
 /// Why the server could not start. Request-time failures are
 /// [`RequestError`](crate::RequestError)s instead.

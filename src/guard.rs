@@ -27,6 +27,11 @@ pub(crate) enum Outcome {
     Replied,
     /// The configured fallback, sent because the assistant missed the deadline.
     Fallback,
+    /// A stream that ended with an `error` event after its `200`.
+    StreamFailed {
+        reason: &'static str,
+        detail: String,
+    },
     Refused {
         status: u16,
         reason: String,
@@ -160,6 +165,13 @@ impl Drop for RequestGuard {
                 status = 200,
                 %latency_ms,
                 "the client hung up before the streamed reply ended"
+            ),
+            Outcome::StreamFailed { reason, detail } => error!(
+                status = 200,
+                %latency_ms,
+                reason,
+                detail,
+                "the streamed reply ended with an error event"
             ),
             Outcome::Refused {
                 status,

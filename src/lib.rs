@@ -26,8 +26,10 @@
 //! 6. **parse** (`payload`): the `message_received` body into [`MessageReceived`];
 //! 7. **assistant** (`assistant`): your [`Assistant`], with errors and panics caught,
 //!    a limit on concurrent calls, and a reply deadline under the platform's 8 s;
-//! 8. **reply bytes out** (`response`): [`Reply`] or a JSON error with the status of its
-//!    [`RequestError`].
+//! 8. **reply bytes out** (`response`, `sse`): [`Reply`] as one JSON object or as a
+//!    stream of SSE events ([`ReplyFormat`]), or a JSON error with the status of its
+//!    [`RequestError`]. The request's guard (`guard`) moves into the body: it holds the
+//!    reply slot until the last byte, and logs the request when the body is dropped.
 //!
 //! # Serving
 //!
@@ -114,6 +116,8 @@ mod payload;
 mod assistant;
 // Reply bytes out.
 mod response;
+// Reply bytes out, streamed as SSE frames.
+mod sse;
 // The per-request guard: slot, memory, span, and the request's log line.
 mod guard;
 // The statuses every failure maps to.
@@ -121,7 +125,7 @@ mod error;
 
 pub use assistant::{Assistant, AssistantFn, Context, assistant_fn};
 pub use async_trait::async_trait;
-pub use config::{Config, Secret, SetupError};
+pub use config::{Config, ReplyFormat, Secret, SetupError};
 pub use error::{BoxError, RequestError};
 pub use payload::{App, HistoryEntry, Message, MessageReceived, Role, Thread};
 pub use replay::{MemoryReplayCache, ReplayCache};

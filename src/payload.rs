@@ -89,6 +89,14 @@ impl MessageReceived {
         }
         Ok(parsed)
     }
+
+    /// Whether this is the dashboard's "Test webhook" request: thread id all
+    /// zeros and message id `00000000-0000-0000-0000-000000000001`. That
+    /// button reads only JSON, so it is answered with JSON in every format.
+    pub fn is_test_webhook(&self) -> bool {
+        self.thread.id == "00000000-0000-0000-0000-000000000000"
+            && self.message.id.as_deref() == Some("00000000-0000-0000-0000-000000000001")
+    }
 }
 
 /// The App a message was sent to.

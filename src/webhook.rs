@@ -14,11 +14,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use hyper::body::{Body, Bytes};
+use hyper::header::ACCEPT;
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Request, Response};
 
 use crate::assistant::{self, Assistant, Context};
-use crate::config::{Config, SetupError};
+use crate::config::{Config, ReplyFormat, SetupError};
 use crate::error::{BoxError, RequestError};
 use crate::guard::{RefusalLog, RequestGuard};
 use crate::limits::{self, BodyLimits};
@@ -26,6 +27,7 @@ use crate::payload::MessageReceived;
 use crate::replay::ReplayCache;
 use crate::response::{self, Answer, Reply, ResponseBody};
 use crate::signature::{SignatureError, SignedHeaders, Verified, Verifier, unix_now};
+use crate::sse::SseFrames;
 
 const HEALTH_PATH: &str = "/healthz";
 
@@ -70,6 +72,8 @@ struct Inner {
     body: BodyLimits,
     reply_slots: Arc<Semaphore>,
     reply_deadline: Duration,
+    reply_format: ReplyFormat,
+    stream_chunk_timeout: Duration,
     fallback_reply: Option<String>,
     assistant: Box<dyn Assistant>,
     refusals: Arc<RefusalLog>,
@@ -99,6 +103,8 @@ impl Webhook {
                 ),
                 reply_slots: Arc::new(Semaphore::new(config.max_concurrent_replies)),
                 reply_deadline: config.reply_deadline,
+                reply_format: config.reply_format,
+                stream_chunk_timeout: config.stream_chunk_timeout,
                 fallback_reply: config.fallback_reply.clone(),
                 assistant: Box::new(assistant),
                 refusals: Arc::default(),
@@ -149,8 +155,10 @@ impl Webhook {
         self.reject_replay(verified).await?;
         let message = MessageReceived::from_json(&body)?;
         guard.take_ids_from_body(&parts.headers, &message);
+        let format = self.format_for(&parts.headers, &message);
         let context = request_context(&message, verified, body);
-        self.reply_in_time(message, context, guard.started()).await
+        self.reply_in_time(message, context, format, guard.started())
+            .await
     }
 
     /// Judges the signature headers before the body is read, so a client
@@ -219,24 +227,66 @@ impl Webhook {
             })
     }
 
-    /// Calls the assistant, but answers by the deadline whatever it does.
+    /// JSON or SSE for this request: the "Test webhook" button reads only
+    /// JSON, whatever the configured format.
+    fn format_for(&self, headers: &HeaderMap, message: &MessageReceived) -> Format {
+        if message.is_test_webhook() {
+            return Format::Json;
+        }
+        match self.inner.reply_format {
+            ReplyFormat::Sse => Format::Sse,
+            ReplyFormat::Auto if accepts_event_stream(headers) => Format::Sse,
+            _ => Format::Json,
+        }
+    }
+
+    /// Calls the assistant, but answers by the deadline whatever it does. In
+    /// JSON a streamed reply is joined by the same deadline; in SSE the body
+    /// enforces it on the first chunk, and the chunk timeout on the others.
     async fn reply_in_time(
         &self,
         message: MessageReceived,
         context: Context,
+        format: Format,
         started: Instant,
     ) -> Result<Answer, RequestError> {
         let deadline = started + self.inner.reply_deadline;
-        let reply = assistant::call(&*self.inner.assistant, message, context);
-        match tokio::time::timeout_at(deadline, reply).await {
-            Ok(reply) => Ok(Answer::Reply(reply?)),
-            Err(_) => match &self.inner.fallback_reply {
-                Some(text) => Ok(Answer::Fallback(Reply::new(text.as_str()))),
-                None => Err(RequestError::ReplyTimeout {
-                    deadline: self.inner.reply_deadline,
-                }),
+        let call = assistant::call(&*self.inner.assistant, message, context);
+        let Ok(reply) = tokio::time::timeout_at(deadline, call).await else {
+            return self.missed_deadline(format);
+        };
+        let reply = reply?;
+        match format {
+            Format::Sse => Ok(Answer::Sse(SseFrames::new(
+                reply,
+                deadline,
+                self.inner.stream_chunk_timeout,
+                false,
+            ))),
+            Format::Json => match tokio::time::timeout_at(deadline, reply.joined()).await {
+                Ok(joined) => Ok(Answer::Reply(joined.map_err(RequestError::Assistant)?)),
+                Err(_) => self.missed_deadline(format),
             },
         }
+    }
+
+    /// The fallback reply if one is configured, else a 504.
+    fn missed_deadline(&self, format: Format) -> Result<Answer, RequestError> {
+        let Some(text) = &self.inner.fallback_reply else {
+            return Err(RequestError::ReplyTimeout {
+                deadline: self.inner.reply_deadline,
+            });
+        };
+        let fallback = Reply::new(text.as_str());
+        Ok(match format {
+            Format::Json => Answer::Fallback(fallback),
+            Format::Sse => Answer::Sse(SseFrames::new(
+                fallback,
+                Instant::now() + self.inner.stream_chunk_timeout,
+                self.inner.stream_chunk_timeout,
+                true,
+            )),
+        })
     }
 
     /// Replaces the clock (unix seconds) the window and the replay cache read.
@@ -247,6 +297,32 @@ impl Webhook {
             .clock = Box::new(clock);
         self
     }
+}
+
+/// The wire format of one reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Sse,
+}
+
+/// Whether `Accept` lists `text/event-stream` (not refused with `q=0`).
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let essence = parts.next().unwrap_or_default();
+            let refused = parts.any(|param| {
+                param
+                    .strip_prefix("q=")
+                    .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            essence.eq_ignore_ascii_case("text/event-stream") && !refused
+        })
 }
 
 /// `Ok(Some)` answers the request right away, `Ok(None)` lets it on to the

@@ -14,4 +14,5 @@ mod payloads;
 mod platform_sender;
 mod properties;
 mod signatures;
+mod streaming;
 mod support;

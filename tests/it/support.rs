@@ -280,7 +280,33 @@ impl Connection {
             .expect("the server did not answer in time")
     }
 
-    async fn read_response_inner(&mut self) -> HttpResponse {
+    /// The status line and headers of a response whose body is read
+    /// separately (a stream).
+    pub async fn read_head(&mut self) -> HttpResponse {
+        tokio::time::timeout(IO_TIMEOUT, self.read_head_inner())
+            .await
+            .expect("the server did not answer in time")
+    }
+
+    /// The next chunk of a `Transfer-Encoding: chunked` body, `None` after the
+    /// last. Each is one body frame the server sent.
+    pub async fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        tokio::time::timeout(IO_TIMEOUT, async {
+            let mut size_line = String::new();
+            self.stream.read_line(&mut size_line).await.unwrap();
+            let size = usize::from_str_radix(size_line.trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+            let mut chunk = vec![0; size + 2];
+            self.stream.read_exact(&mut chunk).await.unwrap();
+            assert!(chunk.ends_with(b"\r\n"), "chunk not terminated by CRLF");
+            chunk.truncate(size);
+            (size > 0).then_some(chunk)
+        })
+        .await
+        .expect("the server sent no chunk in time")
+    }
+
+    async fn read_head_inner(&mut self) -> HttpResponse {
         let mut status_line = String::new();
         self.stream.read_line(&mut status_line).await.unwrap();
         let status = status_line
@@ -299,6 +325,17 @@ impl Connection {
             let (name, value) = line.split_once(':').unwrap();
             headers.push((name.to_owned(), value.trim().to_owned()));
         }
+        HttpResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    async fn read_response_inner(&mut self) -> HttpResponse {
+        let HttpResponse {
+            status, headers, ..
+        } = self.read_head_inner().await;
         let length: usize = headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
