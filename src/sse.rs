@@ -3,6 +3,7 @@
 //! event, sent as one body frame as soon as it exists; the stream ends with
 //! `done`, after an `error` event if the assistant failed or fell silent.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,6 +22,34 @@ use crate::signature::escape_non_ascii;
 /// What the end user reads when the stream fails; the detail goes to the log.
 const FAILED: &str = "the assistant failed to reply";
 const TOO_SLOW: &str = "the assistant took too long to reply";
+
+/// Most text one `delta` carries, in bytes of its escaped JSON. The browser
+/// forgets an event's name when the event is split across two network reads,
+/// so events are kept small enough to travel in one TCP segment (1460 bytes
+/// on most links), each in its own write.
+const MAX_DELTA_JSON: usize = 1024;
+
+/// One chunk of text as `delta` frames, cut at character boundaries so that
+/// each frame's escaped text stays under [`MAX_DELTA_JSON`].
+fn delta_frames(text: &str) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    let (mut start, mut escaped_len) = (0, 0);
+    for (at, ch) in text.char_indices() {
+        let cost = match ch {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            ch if u32::from(ch) < 0x20 => 6,
+            ch if u32::from(ch) < 0x7f => 1,
+            ch => 6 * ch.len_utf16(),
+        };
+        if escaped_len + cost > MAX_DELTA_JSON && at > start {
+            frames.push(frame("delta", &json!({ "text": &text[start..at] })));
+            (start, escaped_len) = (at, 0);
+        }
+        escaped_len += cost;
+    }
+    frames.push(frame("delta", &json!({ "text": &text[start..] })));
+    frames
+}
 
 /// One event: `event: <name>`, one `data:` line of ASCII-only JSON, a blank
 /// line. ASCII only because the platform decodes every network chunk on its
@@ -48,9 +77,13 @@ pub(crate) struct SseFrames {
     failure: Option<(&'static str, String)>,
     deadline: Pin<Box<Sleep>>,
     chunk_timeout: Duration,
-    /// Frames decided but not sent yet (the end of the stream is two frames).
-    queued: Vec<Bytes>,
+    /// Frames decided but not sent yet (a long chunk is several, the end of
+    /// the stream two).
+    queued: VecDeque<Bytes>,
     finished: bool,
+    /// Set after a frame is handed out: the next poll yields once, so hyper
+    /// flushes every event in a write of its own.
+    flush_first: bool,
 }
 
 impl SseFrames {
@@ -69,8 +102,9 @@ impl SseFrames {
             failure: None,
             deadline: Box::pin(tokio::time::sleep_until(first_by)),
             chunk_timeout,
-            queued: Vec::new(),
+            queued: VecDeque::new(),
             finished: false,
+            flush_first: false,
         }
     }
 
@@ -79,10 +113,14 @@ impl SseFrames {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<(Bytes, Option<Outcome>)>> {
+        if std::mem::take(&mut self.flush_first) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         loop {
-            if !self.queued.is_empty() {
-                let frame = self.queued.remove(0);
+            if let Some(frame) = self.queued.pop_front() {
                 let outcome = (self.queued.is_empty() && self.finished).then(|| self.outcome());
+                self.flush_first = true;
                 return Poll::Ready(Some((frame, outcome)));
             }
             let Some(chunks) = self.chunks.as_mut() else {
@@ -95,7 +133,7 @@ impl SseFrames {
                     }
                     let next_by = Instant::now() + self.chunk_timeout;
                     self.deadline.as_mut().reset(next_by);
-                    return Poll::Ready(Some((frame("delta", &json!({ "text": text })), None)));
+                    self.queued.extend(delta_frames(&text));
                 }
                 Poll::Ready(Some(Err(failure))) => {
                     self.end_with_error(FAILED, failure.to_string());
@@ -122,13 +160,13 @@ impl SseFrames {
         // Dropping the stream cancels whatever the assistant was awaiting.
         self.chunks = None;
         self.finished = true;
-        self.queued.push(frame("done", &done));
+        self.queued.push_back(frame("done", &done));
     }
 
     fn end_with_error(&mut self, message: &'static str, detail: String) {
         self.failure = Some((message, detail));
         self.queued
-            .push(frame("error", &json!({ "message": message })));
+            .push_back(frame("error", &json!({ "message": message })));
         self.end(json!({ "status": "error" }));
     }
 
@@ -180,5 +218,44 @@ impl Stream for CatchPanics {
                 Poll::Ready(Some(Err(message.into())))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(frames: &[Bytes]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|frame| {
+                let text = std::str::from_utf8(frame).expect("ASCII");
+                let data = text
+                    .strip_prefix("event: delta\ndata: ")
+                    .and_then(|rest| rest.strip_suffix("\n\n"))
+                    .expect("one delta event");
+                let parsed: Value = serde_json::from_str(data).expect("JSON");
+                parsed["text"].as_str().expect("text").to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn long_chunks_are_cut_into_small_frames_at_character_boundaries() {
+        for unit in ["a", "é", "中", "👋", "\n", "\"", "\u{1}"] {
+            let text = unit.repeat(3000);
+            let frames = delta_frames(&text);
+            assert!(frames.len() > 1, "{unit:?}");
+            for frame in &frames {
+                // The escaped text plus the event's own bytes.
+                assert!(
+                    frame.len() <= MAX_DELTA_JSON + 40,
+                    "{unit:?}: {}",
+                    frame.len()
+                );
+            }
+            assert_eq!(texts(&frames).concat(), text, "{unit:?}");
+        }
+        assert_eq!(texts(&delta_frames("short")), ["short"]);
     }
 }

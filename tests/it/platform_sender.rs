@@ -1,7 +1,7 @@
 //! The independent emulation of the platform's sender (Python, standard
 //! library, `tests/sender/platform_sender.py`) against the echo assistant.
 
-use partner_webhook::Config;
+use partner_webhook::{Config, ReplyFormat};
 
 use crate::support::*;
 
@@ -39,4 +39,11 @@ async fn real_sender_emulation_with_a_secret() {
 async fn real_sender_emulation_without_a_secret() {
     let server = TestServer::start(Config::default().accept_unsigned(), echo()).await;
     run_sender(&server, &[]).await;
+}
+
+#[tokio::test]
+async fn real_sender_emulation_reading_sse_as_the_chat_screen_does() {
+    let config = signed_config().reply_format(ReplyFormat::Sse);
+    let server = TestServer::start(config, echo()).await;
+    run_sender(&server, &["--secret", SECRET, "--stream"]).await;
 }
