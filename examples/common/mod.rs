@@ -1,0 +1,112 @@
+//! What every example reads from the environment, shared so that they behave
+//! alike: `PORT`, `WEBHOOK_SECRET`, `REPLY_FORMAT`, logging and shutdown.
+
+use std::error::Error;
+
+use partner_webhook::{Config, ReplyFormat, Secret};
+use tracing_subscriber::EnvFilter;
+
+/// Logs at `info` unless `RUST_LOG` says otherwise.
+pub(crate) fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+}
+
+/// The configuration the environment asks for.
+///
+/// - `PORT` (default 8080).
+/// - `WEBHOOK_SECRET`: with it, every interface; without it, unsigned requests
+///   on loopback only (`ALLOW_UNSIGNED_PUBLIC=1` opts in to every interface);
+///   set but empty, an error, since the platform stops signing then.
+/// - `REPLY_FORMAT`: `sse` (default), `json` or `auto`. SSE is what the
+///   dashboard's Chat screen reads; its "Test webhook" button gets JSON anyway.
+///   The synchronous run API needs `json`.
+pub(crate) fn config_from_env() -> Result<Config, Box<dyn Error>> {
+    let port = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse::<u16>()
+            .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
+        Err(_) => 8080,
+    };
+    let config = match std::env::var("WEBHOOK_SECRET") {
+        Ok(secret) if secret.is_empty() => {
+            return Err(
+                "WEBHOOK_SECRET is set but empty. The platform treats an empty secret \
+                        as none and stops signing; set the App's secret, or unset \
+                        WEBHOOK_SECRET to accept unsigned requests on purpose"
+                    .into(),
+            );
+        }
+        Ok(secret) => Config::default()
+            .addr(([0, 0, 0, 0], port))
+            .secret(Secret::new(secret)?),
+        Err(_) => {
+            let public = std::env::var("ALLOW_UNSIGNED_PUBLIC").is_ok_and(|value| value == "1");
+            let (host, reach) = if public {
+                ([0, 0, 0, 0], format!("port {port} on every interface"))
+            } else {
+                (
+                    [127, 0, 0, 1],
+                    format!(
+                        "127.0.0.1:{port} (loopback only; ALLOW_UNSIGNED_PUBLIC=1 listens on \
+                         every interface)"
+                    ),
+                )
+            };
+            tracing::warn!(
+                "WEBHOOK_SECRET is not set: accepting UNSIGNED requests from anyone who can \
+                 reach {reach}. Set a webhook secret on the App and the same value in \
+                 WEBHOOK_SECRET."
+            );
+            Config::default().addr((host, port)).accept_unsigned()
+        }
+    };
+    let format = match std::env::var("REPLY_FORMAT").as_deref() {
+        Err(_) | Ok("sse") => ReplyFormat::Sse,
+        Ok("json") => ReplyFormat::Json,
+        Ok("auto") => ReplyFormat::Auto,
+        Ok(other) => {
+            return Err(format!("REPLY_FORMAT must be sse, json or auto, got {other:?}").into());
+        }
+    };
+    Ok(config.reply_format(format))
+}
+
+/// The startup line: where to point the App, and what each dashboard path gets.
+pub(crate) fn announce(config: &Config, port: u16) {
+    let what = match config.reply_format {
+        ReplyFormat::Json => {
+            "replies as JSON: the run API and Test webhook work; the Chat screen needs \
+             REPLY_FORMAT=sse"
+        }
+        ReplyFormat::Auto => "replies as SSE to clients that accept it, else JSON",
+        _ => {
+            "replies as SSE for the dashboard's Chat screen (Test webhook still gets JSON; \
+             the run API needs REPLY_FORMAT=json)"
+        }
+    };
+    tracing::info!("paste this as the App's Webhook URL: http://localhost:{port}; {what}");
+}
+
+/// Ctrl-C, or SIGTERM from a process manager or container runtime.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
