@@ -8,7 +8,8 @@
 //!
 //! The environment is read as in the echo example: `PORT`, `WEBHOOK_SECRET`,
 //! `REPLY_FORMAT` (`sse` by default; with `json` the words are joined into one
-//! reply).
+//! reply) and `PLATFORM_API_URL` (e.g. `http://localhost:8000`, to store the
+//! streamed reply so it stays on the Chat screen).
 
 use std::convert::Infallible;
 use std::error::Error;

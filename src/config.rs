@@ -15,9 +15,10 @@ pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// A webhook secret, as set on the App in the platform's dashboard.
 ///
-/// Only the keyed HMAC state is kept, not the text, and `Debug` prints
-/// `Secret(<redacted>)`: the same secret authenticates the platform's Partner API,
-/// so it must never reach a log line or an error body. There is no `Display`.
+/// `Debug` prints `Secret(<redacted>)`: the same secret authenticates the
+/// platform's Partner API, so it must never reach a log line or an error body.
+/// There is no `Display`. The text is kept only to store streamed replies
+/// through that API ([`Config::platform_api_url`]), sent to no other place.
 ///
 /// ```
 /// use partner_webhook::Secret;
@@ -30,6 +31,7 @@ pub(crate) type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct Secret {
     keyed: HmacSha256,
+    text: Arc<str>,
 }
 
 impl Secret {
@@ -44,11 +46,19 @@ impl Secret {
         }
         let keyed =
             HmacSha256::new_from_slice(secret.as_bytes()).map_err(|_| SetupError::EmptySecret)?;
-        Ok(Secret { keyed })
+        Ok(Secret {
+            keyed,
+            text: Arc::from(secret),
+        })
     }
 
     pub(crate) fn mac(&self) -> HmacSha256 {
         self.keyed.clone()
+    }
+
+    /// For the `X-App-Secret` header of the Partner API, and nothing else.
+    pub(crate) fn text_for_partner_api(&self) -> String {
+        self.text.to_string()
     }
 }
 
@@ -147,6 +157,15 @@ pub struct Config {
     /// with an `error` event rather than left to time out.
     /// Default: 7.5 s.
     pub stream_chunk_timeout: Duration,
+    /// The platform's base URL (e.g. `http://localhost:8000`, its backend's
+    /// default). When set, a reply streamed as SSE is stored through the
+    /// platform's Partner API after its last chunk, with the secret that
+    /// verified the request, and `done` carries the stored message's id, so the
+    /// Chat screen keeps showing it. JSON replies are stored by the platform
+    /// itself and "Test webhook" conversations are never stored. Plain
+    /// `http://` only: the crate has no TLS client.
+    /// Default: `None` (streamed replies are not stored).
+    pub platform_api_url: Option<String>,
     /// Reply sent (as a normal `200`) when the assistant misses
     /// [`reply_deadline`](Config::reply_deadline), so the end user sees a
     /// friendly message instead of an error.
@@ -200,6 +219,7 @@ impl Default for Config {
             reply_deadline: Duration::from_millis(7500),
             fallback_reply: None,
             reply_format: ReplyFormat::Json,
+            platform_api_url: None,
             stream_chunk_timeout: Duration::from_millis(7500),
             max_connections: 1024,
             max_concurrent_replies: 64,
@@ -254,6 +274,12 @@ impl Config {
         self
     }
 
+    /// Sets [`platform_api_url`](Config::platform_api_url).
+    pub fn platform_api_url(mut self, url: impl Into<String>) -> Self {
+        self.platform_api_url = Some(url.into());
+        self
+    }
+
     /// Sets [`fallback_reply`](Config::fallback_reply).
     pub fn fallback_reply(mut self, text: impl Into<String>) -> Self {
         self.fallback_reply = Some(text.into());
@@ -288,6 +314,12 @@ impl Config {
             if value > Semaphore::MAX_PERMITS {
                 return invalid(field, "is above what a tokio semaphore can count");
             }
+        }
+        if self.accept_unsigned && self.platform_api_url.is_some() {
+            return invalid(
+                "platform_api_url",
+                "storing replies needs the App's secret, which an unsigned server does not have",
+            );
         }
         if self.max_buffered_bytes < self.body_limit {
             return invalid(

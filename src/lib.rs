@@ -118,6 +118,8 @@ mod assistant;
 mod response;
 // Reply bytes out, streamed as SSE frames.
 mod sse;
+// Storing a streamed reply through the platform's Partner API.
+mod store;
 // The per-request guard: slot, memory, span, and the request's log line.
 mod guard;
 // The statuses every failure maps to.

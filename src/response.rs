@@ -219,7 +219,7 @@ pub struct ResponseBody {
 #[derive(Debug)]
 enum BodyKind {
     Full(Option<Bytes>),
-    Sse(SseFrames),
+    Sse(Box<SseFrames>),
 }
 
 impl Body for ResponseBody {
@@ -231,6 +231,8 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let body = &mut *self;
+        // Whatever the stream logs belongs to this request.
+        let _in_span = body.guard.span().clone().entered();
         match &mut body.kind {
             BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             BodyKind::Sse(frames) => match frames.poll_next_frame(cx) {
@@ -270,7 +272,7 @@ pub(crate) enum Answer {
     /// The configured fallback as JSON, sent because the assistant missed the deadline.
     Fallback(Reply),
     /// A reply streamed as SSE (possibly the fallback).
-    Sse(SseFrames),
+    Sse(Box<SseFrames>),
     Healthy,
 }
 
@@ -341,7 +343,7 @@ fn refusal(error: &RequestError, guard: RequestGuard) -> Response<ResponseBody> 
     response
 }
 
-fn stream(frames: SseFrames, mut guard: RequestGuard) -> Response<ResponseBody> {
+fn stream(frames: Box<SseFrames>, mut guard: RequestGuard) -> Response<ResponseBody> {
     // Logged by the body when the stream ends, or as a hang-up.
     guard.set_outcome(Outcome::Streaming);
     let mut response = Response::new(ResponseBody {

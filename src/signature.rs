@@ -219,6 +219,8 @@ pub struct Verified {
     /// The decoded `X-Signature` digest; unique per genuine request, since the
     /// platform puts a microsecond timestamp in every body.
     pub signature: [u8; DIGEST_LEN],
+    /// Which of the configured secrets matched, as an index into them.
+    pub secret_index: usize,
 }
 
 /// Checks `X-Timestamp` / `X-Signature` against one or more secrets.
@@ -317,30 +319,31 @@ impl Verifier {
         signed: &SignedHeaders<'_>,
         body: &[u8],
     ) -> Result<Verified, SignatureError> {
-        let verified = Verified {
+        let verified = |secret_index| Verified {
             timestamp: signed.timestamp,
             signature: signed.tag,
+            secret_index,
         };
-        let raw_matches = self.any_secret_matches(&signed.tag, |mac| {
+        let raw_match = self.matching_secret(&signed.tag, |mac| {
             mac.update(signed.timestamp_text);
             mac.update(b".");
             mac.update(body);
         });
-        if raw_matches {
-            return Ok(verified);
+        if let Some(index) = raw_match {
+            return Ok(verified(index));
         }
         if needs_escaping(body)
             && let Ok(json) = std::str::from_utf8(body)
         {
-            let escaped_matches = self.any_secret_matches(&signed.tag, |mac| {
+            let escaped_match = self.matching_secret(&signed.tag, |mac| {
                 mac.update(signed.timestamp_text);
                 mac.update(b".");
                 let mut buffered = BufferedMac::new(mac);
                 write_escaped(json, |piece| buffered.update(piece));
                 buffered.flush();
             });
-            if escaped_matches {
-                return Ok(verified);
+            if let Some(index) = escaped_match {
+                return Ok(verified(index));
             }
         }
         Err(SignatureError::Mismatch)
@@ -351,8 +354,18 @@ impl Verifier {
         self.window_secs
     }
 
-    fn any_secret_matches(&self, tag: &[u8; DIGEST_LEN], feed: impl Fn(&mut HmacSha256)) -> bool {
-        self.secrets.iter().any(|secret| {
+    /// The secrets this verifier accepts, in the order of
+    /// [`Verified::secret_index`].
+    pub(crate) fn secrets(&self) -> &[Secret] {
+        &self.secrets
+    }
+
+    fn matching_secret(
+        &self,
+        tag: &[u8; DIGEST_LEN],
+        feed: impl Fn(&mut HmacSha256),
+    ) -> Option<usize> {
+        self.secrets.iter().position(|secret| {
             let mut mac = secret.mac();
             feed(&mut mac);
             // verify_slice compares in constant time.

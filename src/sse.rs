@@ -14,10 +14,13 @@ use hyper::body::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, Sleep};
 
+use tracing::warn;
+
 use crate::error::BoxError;
 use crate::guard::Outcome;
 use crate::response::{Chunks, Reply};
 use crate::signature::escape_non_ascii;
+use crate::store::{StoreTarget, Stored, Storing};
 
 /// What the end user reads when the stream fails; the detail goes to the log.
 const FAILED: &str = "the assistant failed to reply";
@@ -84,6 +87,10 @@ pub(crate) struct SseFrames {
     /// Set after a frame is handed out: the next poll yields once, so hyper
     /// flushes every event in a write of its own.
     flush_first: bool,
+    /// Where to store the reply once complete, and the text so far.
+    store: Option<(StoreTarget, String)>,
+    /// The store in progress, between the last chunk and `done`.
+    storing: Option<Storing>,
 }
 
 impl SseFrames {
@@ -105,7 +112,15 @@ impl SseFrames {
             queued: VecDeque::new(),
             finished: false,
             flush_first: false,
+            store: None,
+            storing: None,
         }
+    }
+
+    /// Stores the whole reply through the Partner API before `done`.
+    pub(crate) fn storing_to(mut self, target: StoreTarget) -> Self {
+        self.store = Some((target, String::new()));
+        self
     }
 
     /// The next frame, and the request's outcome once the stream has ended.
@@ -123,6 +138,16 @@ impl SseFrames {
                 self.flush_first = true;
                 return Poll::Ready(Some((frame, outcome)));
             }
+            if let Some(storing) = self.storing.as_mut() {
+                match storing.as_mut().poll(cx) {
+                    Poll::Ready(stored) => self.stored(stored),
+                    Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                        Poll::Ready(()) => self.stored(Err("no answer in time".into())),
+                        Poll::Pending => return Poll::Pending,
+                    },
+                }
+                continue;
+            }
             let Some(chunks) = self.chunks.as_mut() else {
                 return Poll::Ready(None);
             };
@@ -134,17 +159,22 @@ impl SseFrames {
                     let next_by = Instant::now() + self.chunk_timeout;
                     self.deadline.as_mut().reset(next_by);
                     self.queued.extend(delta_frames(&text));
+                    if let Some((_, whole)) = self.store.as_mut() {
+                        whole.push_str(&text);
+                    }
                 }
                 Poll::Ready(Some(Err(failure))) => {
                     self.end_with_error(FAILED, failure.to_string());
                 }
-                Poll::Ready(None) => {
-                    let mut done = json!({ "status": "completed" });
-                    if !self.metadata.is_empty() {
-                        done["metadata"] = Value::Object(std::mem::take(&mut self.metadata));
+                Poll::Ready(None) => match self.store.take() {
+                    // Within what is left of the chunk timeout: the platform
+                    // is waiting for its next read.
+                    Some((target, whole)) if !whole.is_empty() => {
+                        self.chunks = None;
+                        self.storing = Some(target.store(whole));
                     }
-                    self.end(done);
-                }
+                    _ => self.completed(None),
+                },
                 Poll::Pending => match self.deadline.as_mut().poll(cx) {
                     Poll::Ready(()) => self.end_with_error(
                         TOO_SLOW,
@@ -152,6 +182,33 @@ impl SseFrames {
                     ),
                     Poll::Pending => return Poll::Pending,
                 },
+            }
+        }
+    }
+
+    /// Ends with `done`, naming the stored message when there is one, so the
+    /// Chat screen fetches it and keeps showing the reply.
+    fn completed(&mut self, stored: Option<Stored>) {
+        let mut done = json!({ "status": "completed" });
+        if let Some(stored) = stored {
+            done["message_id"] = stored.id;
+            done["seq"] = stored.seq;
+        }
+        if !self.metadata.is_empty() {
+            done["metadata"] = Value::Object(std::mem::take(&mut self.metadata));
+        }
+        self.end(done);
+    }
+
+    /// The user saw the text either way; a failed store only costs the reply
+    /// its place in the thread.
+    fn stored(&mut self, stored: Result<Stored, BoxError>) {
+        self.storing = None;
+        match stored {
+            Ok(stored) => self.completed(Some(stored)),
+            Err(error) => {
+                warn!(%error, "could not store the streamed reply through the Partner API");
+                self.completed(None);
             }
         }
     }

@@ -28,6 +28,7 @@ use crate::replay::ReplayCache;
 use crate::response::{self, Answer, Reply, ResponseBody};
 use crate::signature::{SignatureError, SignedHeaders, Verified, Verifier, unix_now};
 use crate::sse::SseFrames;
+use crate::store::{PartnerApi, StoreTarget};
 
 const HEALTH_PATH: &str = "/healthz";
 
@@ -74,6 +75,7 @@ struct Inner {
     reply_deadline: Duration,
     reply_format: ReplyFormat,
     stream_chunk_timeout: Duration,
+    partner_api: Option<PartnerApi>,
     fallback_reply: Option<String>,
     assistant: Box<dyn Assistant>,
     refusals: Arc<RefusalLog>,
@@ -105,6 +107,11 @@ impl Webhook {
                 reply_deadline: config.reply_deadline,
                 reply_format: config.reply_format,
                 stream_chunk_timeout: config.stream_chunk_timeout,
+                partner_api: config
+                    .platform_api_url
+                    .as_deref()
+                    .map(PartnerApi::new)
+                    .transpose()?,
                 fallback_reply: config.fallback_reply.clone(),
                 assistant: Box::new(assistant),
                 refusals: Arc::default(),
@@ -156,8 +163,9 @@ impl Webhook {
         let message = MessageReceived::from_json(&body)?;
         guard.take_ids_from_body(&parts.headers, &message);
         let format = self.format_for(&parts.headers, &message);
+        let store = self.store_target(&message, verified);
         let context = request_context(&message, verified, body);
-        self.reply_in_time(message, context, format, guard.started())
+        self.reply_in_time(message, context, format, store, guard.started())
             .await
     }
 
@@ -240,6 +248,26 @@ impl Webhook {
         }
     }
 
+    /// Where a streamed reply to `message` is stored, if storing is set up. The
+    /// ids come from the signed body, the secret is the one that verified it.
+    fn store_target(
+        &self,
+        message: &MessageReceived,
+        verified: Option<Verified>,
+    ) -> Option<StoreTarget> {
+        let (api, verifier, verified) = (
+            self.inner.partner_api.as_ref()?,
+            self.inner.verifier.as_ref()?,
+            verified?,
+        );
+        Some(StoreTarget {
+            api: api.clone(),
+            app_id: message.app.id.clone(),
+            thread_id: message.thread.id.clone(),
+            secret: verifier.secrets().get(verified.secret_index)?.clone(),
+        })
+    }
+
     /// Calls the assistant, but answers by the deadline whatever it does. In
     /// JSON a streamed reply is joined by the same deadline; in SSE the body
     /// enforces it on the first chunk, and the chunk timeout on the others.
@@ -248,6 +276,7 @@ impl Webhook {
         message: MessageReceived,
         context: Context,
         format: Format,
+        store: Option<StoreTarget>,
         started: Instant,
     ) -> Result<Answer, RequestError> {
         let deadline = started + self.inner.reply_deadline;
@@ -257,12 +286,14 @@ impl Webhook {
         };
         let reply = reply?;
         match format {
-            Format::Sse => Ok(Answer::Sse(SseFrames::new(
-                reply,
-                deadline,
-                self.inner.stream_chunk_timeout,
-                false,
-            ))),
+            Format::Sse => {
+                let frames =
+                    SseFrames::new(reply, deadline, self.inner.stream_chunk_timeout, false);
+                Ok(Answer::Sse(Box::new(match store {
+                    Some(target) => frames.storing_to(target),
+                    None => frames,
+                })))
+            }
             Format::Json => match tokio::time::timeout_at(deadline, reply.joined()).await {
                 Ok(joined) => Ok(Answer::Reply(joined.map_err(RequestError::Assistant)?)),
                 Err(_) => self.missed_deadline(format),
@@ -280,12 +311,12 @@ impl Webhook {
         let fallback = Reply::new(text.as_str());
         Ok(match format {
             Format::Json => Answer::Fallback(fallback),
-            Format::Sse => Answer::Sse(SseFrames::new(
+            Format::Sse => Answer::Sse(Box::new(SseFrames::new(
                 fallback,
                 Instant::now() + self.inner.stream_chunk_timeout,
                 self.inner.stream_chunk_timeout,
                 true,
-            )),
+            ))),
         })
     }
 

@@ -22,6 +22,8 @@ pub(crate) fn init_logging() {
 /// - `REPLY_FORMAT`: `sse` (default), `json` or `auto`. SSE is what the
 ///   dashboard's Chat screen reads; its "Test webhook" button gets JSON anyway.
 ///   The synchronous run API needs `json`.
+/// - `PLATFORM_API_URL` (e.g. `http://localhost:8000`): store streamed replies
+///   through the platform's Partner API, so they stay on the Chat screen.
 pub(crate) fn config_from_env() -> Result<Config, Box<dyn Error>> {
     let port = match std::env::var("PORT") {
         Ok(port) => port
@@ -70,7 +72,20 @@ pub(crate) fn config_from_env() -> Result<Config, Box<dyn Error>> {
             return Err(format!("REPLY_FORMAT must be sse, json or auto, got {other:?}").into());
         }
     };
-    Ok(config.reply_format(format))
+    let config = config.reply_format(format);
+    match std::env::var("PLATFORM_API_URL") {
+        Ok(url) if !url.is_empty() => Ok(config.platform_api_url(url)),
+        _ => {
+            if format != ReplyFormat::Json {
+                tracing::info!(
+                    "PLATFORM_API_URL is not set: streamed replies vanish from the Chat screen \
+                     once complete (the platform does not store them); set it to the \
+                     platform's backend, e.g. http://localhost:8000, to store them"
+                );
+            }
+            Ok(config)
+        }
+    }
 }
 
 /// The startup line: where to point the App, and what each dashboard path gets.

@@ -14,5 +14,6 @@ mod payloads;
 mod platform_sender;
 mod properties;
 mod signatures;
+mod storing;
 mod streaming;
 mod support;
