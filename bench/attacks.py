@@ -83,6 +83,7 @@ from webhook_client import (
     percentile,
     proc_status,
     read_response,
+    read_response_safe,
     reset_hwm,
     sender_head,
     valid_request,
@@ -129,16 +130,6 @@ def server_nofile(pid: int) -> int | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-async def read_response_safe(reader):
-    """(response, None) or (None, why the connection ended without one)."""
-    try:
-        return await read_response(reader), None
-    except NoResponse as exc:
-        return None, str(exc)
-    except OSError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
 
 
 def error_text(resp) -> str:

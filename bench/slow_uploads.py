@@ -60,6 +60,7 @@ from webhook_client import (
     percentile,
     proc_status,
     read_response,
+    read_response_safe,
     reset_hwm,
     sender_head,
     valid_request,
@@ -192,16 +193,6 @@ async def one_upload(args, target, pad, deadline) -> dict:
     finally:
         resp_task.cancel()
         close_writer(writer)
-
-
-async def read_response_safe(reader):
-    """(response, None) or (None, why the connection ended without one)."""
-    try:
-        return await read_response(reader), None
-    except NoResponse as exc:
-        return None, str(exc)
-    except OSError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
 
 
 async def uploader(args, target, pad, deadline, results: list) -> None:

@@ -252,6 +252,16 @@ async def read_response(reader: asyncio.StreamReader) -> Response:
     return Response(status, headers, body)
 
 
+async def read_response_safe(reader):
+    """(response, None) or (None, why the connection ended without one)."""
+    try:
+        return await read_response(reader), None
+    except NoResponse as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 async def open_conn(target: Target, timeout: float):
     return await asyncio.wait_for(asyncio.open_connection(target.host, target.port), timeout)
 

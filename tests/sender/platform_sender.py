@@ -242,6 +242,20 @@ def sender_headers(
     return [(k, v) for k, v in headers if k not in omit]
 
 
+def send(target: Target, method: str, path: str, headers: list, body: bytes = b""):
+    """Sends a request on a fresh connection; returns the connection and the response head."""
+    conn = http.client.HTTPConnection(target.host, target.port, timeout=TIMEOUT_S)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders(body if body else None)
+        return conn, conn.getresponse()
+    except BaseException:
+        conn.close()
+        raise
+
+
 def request(target: Target, method: str, path: str, headers: list, body: bytes = b"") -> Response:
     """One request on a fresh connection, headers sent verbatim and in order.
 
@@ -249,21 +263,16 @@ def request(target: Target, method: str, path: str, headers: list, body: bytes =
     Host and Accept-Encoding, and http.client adds no Content-Length on this path,
     so the header block is exactly ``headers``.
     """
-    conn = http.client.HTTPConnection(target.host, target.port, timeout=TIMEOUT_S)
+    conn, resp = send(target, method, path, headers, body)
     try:
-        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers:
-            conn.putheader(name, value)
-        conn.endheaders(body if body else None)
-        resp = conn.getresponse()
         raw = resp.read()
         return Response(resp.status, resp.getheaders(), decode_content(resp.getheaders(), raw))
     finally:
         conn.close()
 
 
-def post_payload(target: Target, secret: str | None, payload: dict) -> Response:
-    """Deliver a payload exactly as the platform does (body raw UTF-8, signature escaped)."""
+def payload_request(target: Target, secret: str | None, payload: dict) -> tuple[list, bytes]:
+    """Headers and body as the platform sends a payload (body raw UTF-8, signature escaped)."""
     body, signed_text = encode(payload)
     headers = sender_headers(
         target,
@@ -273,6 +282,12 @@ def post_payload(target: Target, secret: str | None, payload: dict) -> Response:
         app_id=payload.get("app", {}).get("id"),
         thread_id=payload.get("thread", {}).get("id"),
     )
+    return headers, body
+
+
+def post_payload(target: Target, secret: str | None, payload: dict) -> Response:
+    """Deliver a payload exactly as the platform does."""
+    headers, body = payload_request(target, secret, payload)
     return request(target, "POST", target.path, headers, body)
 
 
@@ -282,22 +297,9 @@ def post_payload_stream(target: Target, secret: str | None, payload: dict):
     Returns (status, content type, events, body excerpt); events are (name, data) pairs
     as the browser's parser yields them.
     """
-    body, signed_text = encode(payload)
-    headers = sender_headers(
-        target,
-        body,
-        secret=secret,
-        signed_text=signed_text,
-        app_id=payload.get("app", {}).get("id"),
-        thread_id=payload.get("thread", {}).get("id"),
-    )
-    conn = http.client.HTTPConnection(target.host, target.port, timeout=TIMEOUT_S)
+    headers, body = payload_request(target, secret, payload)
+    conn, resp = send(target, "POST", target.path, headers, body)
     try:
-        conn.putrequest("POST", target.path, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers:
-            conn.putheader(name, value)
-        conn.endheaders(body)
-        resp = conn.getresponse()
         ctype = resp.getheader("Content-Type") or ""
         if resp.status != 200 or "text/event-stream" not in ctype:
             return resp.status, ctype, [], resp.read()[:200]
