@@ -139,7 +139,11 @@ pub use signature::{
 };
 pub use webhook::Webhook;
 
-/// Compiles the README's code so that it stays true.
-#[cfg(doctest)]
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+/// Compiles the README's code so that it stays true (its testing example
+/// needs the `testing` feature, which the README's test command enables).
+#[cfg(all(doctest, feature = "testing"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -320,12 +320,19 @@ impl Webhook {
         })
     }
 
-    /// Replaces the clock (unix seconds) the window and the replay cache read.
-    #[cfg(test)]
-    fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+    /// Replaces the clock that the replay window and the replay cache read,
+    /// so window tests are deterministic (feature `testing`). Call it on a
+    /// fresh `Webhook`, before cloning it.
+    ///
+    /// # Panics
+    ///
+    /// When the `Webhook` has been cloned already.
+    #[cfg(any(test, feature = "testing"))]
+    #[must_use]
+    pub fn with_clock(mut self, clock: crate::testing::FixedClock) -> Self {
         Arc::get_mut(&mut self.inner)
-            .expect("a fresh Webhook is not shared yet")
-            .clock = Box::new(clock);
+            .expect("with_clock is called on a fresh Webhook, before it is cloned")
+            .clock = Box::new(move || clock.now());
         self
     }
 }
@@ -429,20 +436,19 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
     use http_body_util::Full;
 
     use super::*;
     use crate::config::Secret;
     use crate::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+    use crate::testing::FixedClock;
 
     const SIGNED_AT: u64 = 1_763_899_200;
     const WINDOW: u64 = 300;
     const BODY: &str = r#"{"version":"1.0","event":"message_received","app":{"id":"a","name":""},"thread":{"id":"t","customer_id":null},"message":{"content":"hi"},"timestamp":"2026-11-23T12:00:00.000001+00:00"}"#;
 
     /// A webhook whose clock reads whatever `clock` holds.
-    fn webhook_at(clock: &Arc<AtomicU64>) -> Webhook {
+    fn webhook_at(clock: &FixedClock) -> Webhook {
         let secret = Secret::new("edge-secret").expect("not empty");
         let config = Config::default()
             .secret(secret)
@@ -450,10 +456,9 @@ mod tests {
         let echo = crate::assistant_fn(|message: MessageReceived, _| async move {
             Ok::<_, std::convert::Infallible>(message.message.content)
         });
-        let clock = Arc::clone(clock);
         Webhook::new(&config, echo)
             .expect("valid config")
-            .with_clock(move || clock.load(Ordering::SeqCst))
+            .with_clock(clock.clone())
     }
 
     fn captured() -> Request<Full<Bytes>> {
@@ -468,11 +473,11 @@ mod tests {
     /// Sends the captured request once at `first` and again at each of
     /// `replays`; returns the statuses.
     async fn statuses(first: u64, replays: &[u64]) -> Vec<u16> {
-        let clock = Arc::new(AtomicU64::new(first));
+        let clock = FixedClock::new(first);
         let webhook = webhook_at(&clock);
         let mut statuses = vec![webhook.handle(captured()).await.status().as_u16()];
         for &at in replays {
-            clock.store(at, Ordering::SeqCst);
+            clock.set(at);
             statuses.push(webhook.handle(captured()).await.status().as_u16());
         }
         statuses

@@ -5,6 +5,8 @@
     reason = "helpers are shared between the test modules"
 )]
 
+#[cfg(feature = "cli")]
+mod cli;
 mod connections;
 mod hostile;
 mod http_semantics;
