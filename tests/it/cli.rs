@@ -221,3 +221,62 @@ async fn verify_names_the_form_a_captured_request_was_signed_in() {
         assert!(stdout(&output).contains(expected), "{}", stdout(&output));
     }
 }
+
+/// A server that answers every connection with `response` and closes.
+async fn canned(response: &'static [u8]) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = vec![0; 64 * 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut request).await;
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, response).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn frames_the_chat_screen_would_garble_are_rejected() {
+    let addr = canned(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n\
+         event: delta\ndata: {\"text\":\"héllo\"}\n\n\
+         event: delta\ndata: {\"text\":\"a\"}\ndata: {\"text\":\"b\"}\n\n"
+            .as_bytes(),
+    )
+    .await;
+    let output = cli(
+        &["send", "--url", &format!("http://{addr}"), "--stream"],
+        None,
+    )
+    .await;
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("non-ASCII bytes in a frame"), "{text}");
+    assert!(text.contains("malformed event"), "{text}");
+    assert!(text.contains("without a done event"), "{text}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let (_stream, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let output = cli(
+        &[
+            "send",
+            "--url",
+            &format!("http://{addr}"),
+            "--timeout",
+            "0.5",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no answer within 0.5 s"));
+    holder.abort();
+}
