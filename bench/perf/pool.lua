@@ -1,0 +1,95 @@
+-- wrk script for bench/perf: walks a pool written by gen_pool.py, each request used
+-- once, in order, with the real sender's headers in its order. Counts every status
+-- and checks each answer: with mode "json" the body must hold {"reply":"Echo: ...},
+-- with "sse" it must end the stream with a done event, with "any" only the status
+-- counts. Prints one "RESULT {json}" line at the end for run_matrix.py.
+--
+--   wrk -t1 -c16 -d6s -s pool.lua http://127.0.0.1:PORT -- POOL_FILE MODE
+--
+-- When the pool runs out, the thread stops (the run ends early, which wrk's duration
+-- and req/s then reflect) and "exhausted" is reported.
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+local xts, sig, mid, pts = {}, {}, {}, {}
+local n, idx = 0, 0
+local head, before, middle, after
+local filler
+mode = "any"
+non2xx, badbody, exhausted, loaded = 0, 0, 0, 0, 0
+counts = {}
+
+function init(args)
+  local path = args[1]
+  mode = args[2] or "any"
+  local f = assert(io.open(path, "rb"))
+  local host, app, thread_id, target = f:read("*l"):match("^(%S+) (%S+) (%S+) (%S+)$")
+  head = "POST " .. target .. " HTTP/1.1\r\nHost: " .. host ..
+    "\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive" ..
+    "\r\nUser-Agent: python-httpx/0.28.1\r\nContent-Type: application/json" ..
+    "\r\nX-App-Id: " .. app .. "\r\nX-Thread-Id: " .. thread_id .. "\r\nX-Timestamp: "
+  before = f:read("*l")
+  middle = f:read("*l")
+  after = f:read("*l")
+  for line in f:lines() do
+    local a, b, c, d = line:match("^(%S+) (%S+) (%S+) (%S+)$")
+    n = n + 1
+    xts[n], sig[n], mid[n], pts[n] = a, b, c, d
+  end
+  f:close()
+  loaded = n
+  filler = "GET /healthz HTTP/1.1\r\nHost: " .. host .. "\r\n\r\n"
+end
+
+function request()
+  idx = idx + 1
+  if idx > n then
+    exhausted = exhausted + 1
+    if exhausted == 1 then wrk.thread:stop() end
+    return filler
+  end
+  local body = before .. mid[idx] .. middle .. pts[idx] .. after
+  return head .. xts[idx] .. "\r\nX-Signature: " .. sig[idx] ..
+    "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+end
+
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  elseif exhausted == 0 then
+    if mode == "json" then
+      if not body:find('"reply":"Echo: ', 1, true) then badbody = badbody + 1 end
+    elseif mode == "sse" then
+      if not body:find("event: done\ndata: ", 1, true) then badbody = badbody + 1 end
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local non, bad, exh, sent, pool = 0, 0, 0, 0, 0
+  local seen = {}
+  for _, t in ipairs(threads) do
+    non = non + t:get("non2xx")
+    bad = bad + t:get("badbody")
+    exh = exh + t:get("exhausted")
+    pool = pool + t:get("loaded")
+    for code, count in pairs(t:get("counts")) do
+      seen[#seen + 1] = code .. "=" .. count
+    end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests":%d,"duration_us":%d,"bytes":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
+    '"max_us":%d,"mean_us":%.1f,"non2xx":%d,"bad_body":%d,"exhausted":%d,"pool":%d,' ..
+    '"err_connect":%d,"err_read":%d,"err_write":%d,"err_status":%d,"err_timeout":%d,' ..
+    '"statuses":"%s"}\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean, non, bad, exh, pool,
+    e.connect, e.read, e.write, e.status, e.timeout, table.concat(seen, ",")))
+end

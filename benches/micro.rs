@@ -1,0 +1,323 @@
+//! Micro-benchmarks of the pure per-request work (issue 10, item 1), by body
+//! size, through the crate's public API only:
+//!
+//! ```sh
+//! cargo bench --features testing --bench micro
+//! ```
+//!
+//! - `sha256`: plain SHA-256 over the body bytes, the floor of any signature check;
+//! - `verify_raw`: [`Verifier::verify_at`] on an ASCII body signed as sent;
+//! - `verify_escaped`: the same on a body with non-ASCII text, signed in the
+//!   `\uXXXX`-escaped form the real sender signs (the raw check fails first);
+//! - `escape_non_ascii`: materialising that escaped form (what a naive server does);
+//! - `parse`: [`MessageReceived::from_json`];
+//! - `replay_insert`: [`ReplayCache::first_seen`] on a [`MemoryReplayCache`] of the
+//!   default capacity, empty-ish and full (every insert then evicts one entry);
+//! - `webhook_json` / `webhook_sse`: a whole signed request through
+//!   [`testing::call`] on a [`Webhook`] without a socket (echo assistant, fixed clock,
+//!   no log subscriber installed): headers, verify, replay cache, parse, assistant,
+//!   reply encoding (JSON, or SSE frames), and reading the answer back. Reply and SSE
+//!   frame encoding have no public entry point of their own, so their cost is what
+//!   this adds over verify + parse (see BENCHMARKS.md).
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use hyper::HeaderMap;
+use partner_webhook::testing::{self, FixedClock};
+use partner_webhook::{
+    Config, MemoryReplayCache, MessageReceived, ReplayCache, ReplyFormat, Secret, Verifier,
+    Webhook, assistant_fn, escape_non_ascii, sign,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const NOW: u64 = 1_796_000_000;
+const ASCII_TEXT: &str = "Hello, I ordered a pair of running shoes last week and the tracking \
+    page still says the parcel is waiting at the depot. Could you check where it is and when \
+    it will be delivered? The order number is in my account. Thanks a lot for your help, Alex. ";
+const MULTI_TEXT: &str = "Où est ma commande ? Ça fait déjà une semaine, señor. Größe 42, bitte. \
+    我的订单在哪里？请尽快帮我查一下。谢谢！ Где мой заказ? Пожалуйста, проверьте статус доставки. \
+    注文はどこですか。 Thanks! 👋🙂📦🚚 ";
+
+/// The body kinds of bench/perf/gen_pool.py: (name, history entries, content bytes each).
+const SIZES: [(&str, usize, usize); 3] = [("0.4KB", 0, 0), ("3KB", 10, 185), ("63KB", 10, 6000)];
+
+/// `source` repeated and cut at a character boundary to `size` UTF-8 bytes, padded
+/// with dots to exactly `size`.
+fn text_of_bytes(source: &str, size: usize) -> String {
+    let mut out = String::with_capacity(size);
+    'fill: loop {
+        for ch in source.chars() {
+            if out.len() + ch.len_utf8() > size {
+                break 'fill;
+            }
+            out.push(ch);
+        }
+    }
+    while out.len() < size {
+        out.push('.');
+    }
+    out
+}
+
+/// A `message_received` body like the load matrix's, in raw UTF-8.
+fn body(entries: usize, size: usize, multilingual: bool) -> Vec<u8> {
+    let source = if multilingual { MULTI_TEXT } else { ASCII_TEXT };
+    let (content, history, seq) = if entries == 0 {
+        let short = if multilingual {
+            "Où est ma commande ? 我的订单在哪里？ Где мой заказ? 👋"
+        } else {
+            "Hello, I ordered a pair of running shoes last week and the"
+        };
+        (short.to_owned(), Vec::new(), 1)
+    } else {
+        let content = text_of_bytes(source, size);
+        let mut history = vec![json!({"role": "assistant",
+            "content": "Hello there! How can I help you today?", "content_json": {"source": "system"}})];
+        for turn in 1..entries - 1 {
+            let user = turn % 2 == 1;
+            let rotated = format!(
+                "{}{source}",
+                source.chars().skip(turn % 7).collect::<String>()
+            );
+            history.push(json!({
+                "role": if user { "user" } else { "assistant" },
+                "content": text_of_bytes(&rotated, size),
+                "content_json": if user { json!({}) } else { json!({"source": "webhook"}) },
+            }));
+        }
+        history.push(json!({"role": "user", "content": content, "content_json": {}}));
+        (content, history, entries)
+    };
+    let payload = json!({
+        "version": "1.0",
+        "event": "message_received",
+        "app": {"id": "6545ada8-659f-4c57-a257-bbaffc0b0364", "name": "Bench Bot"},
+        "thread": {"id": "a3bb28b6-52c7-49be-abdd-b70faaa191ef", "customer_id": "bench-customer"},
+        "message": {"id": "b449b20f-e8a5-43c1-ac37-0000000493de", "seq": seq, "role": "user",
+                    "content": content, "content_json": {}},
+        "history_tail": Value::Array(history),
+        "timestamp": "2026-11-30T10:24:28.002399+00:00",
+    });
+    // serde_json keeps insertion order only with preserve_order; the order of keys
+    // does not change any cost measured here.
+    payload.to_string().into_bytes()
+}
+
+fn secret() -> Secret {
+    Secret::new("4f6c2a1e9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e")
+        .expect("a non-empty secret")
+}
+
+fn headers(timestamp: u64, signature: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-timestamp",
+        timestamp
+            .to_string()
+            .parse()
+            .expect("digits are a valid header value"),
+    );
+    headers.insert(
+        "x-signature",
+        signature.parse().expect("hex is a valid header value"),
+    );
+    headers
+}
+
+fn bodies(multilingual: bool) -> Vec<(&'static str, Vec<u8>)> {
+    SIZES
+        .iter()
+        .map(|&(name, entries, size)| (name, body(entries, size, multilingual)))
+        .collect()
+}
+
+fn hashing_and_verify(c: &mut Criterion) {
+    let secret = secret();
+    let verifier =
+        Verifier::new(vec![secret.clone()], Duration::from_secs(300)).expect("one secret");
+
+    let mut group = c.benchmark_group("sha256");
+    for (name, body) in bodies(false) {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| Sha256::digest(black_box(body)));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("verify_raw");
+    for (name, body) in bodies(false) {
+        let headers = headers(NOW, &sign(&secret, NOW, &body));
+        assert!(verifier.verify_at(&headers, &body, NOW).is_ok());
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| verifier.verify_at(black_box(&headers), black_box(body), NOW));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("verify_escaped");
+    for (name, body) in bodies(true) {
+        let text = std::str::from_utf8(&body).expect("UTF-8");
+        let headers = headers(NOW, &sign(&secret, NOW, escape_non_ascii(text).as_bytes()));
+        assert!(verifier.verify_at(&headers, &body, NOW).is_ok());
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| verifier.verify_at(black_box(&headers), black_box(body), NOW));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("sha256_multilingual");
+    for (name, body) in bodies(true) {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| Sha256::digest(black_box(body)));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("escape_non_ascii");
+    for (name, body) in bodies(true) {
+        let text = String::from_utf8(body).expect("UTF-8");
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &text, |b, text| {
+            b.iter(|| escape_non_ascii(black_box(text)).len());
+        });
+    }
+    group.finish();
+}
+
+fn parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parse");
+    for multilingual in [false, true] {
+        for (name, body) in bodies(multilingual) {
+            assert!(MessageReceived::from_json(&body).is_ok());
+            let id = if multilingual {
+                format!("{name}-multilingual")
+            } else {
+                name.to_owned()
+            };
+            group.throughput(Throughput::Bytes(body.len() as u64));
+            group.bench_with_input(BenchmarkId::from_parameter(id), &body, |b, body| {
+                b.iter(|| MessageReceived::from_json(black_box(body)));
+            });
+        }
+    }
+    group.finish();
+}
+
+/// A distinct 32-byte "signature" per counter value.
+fn signature_for(counter: u64) -> [u8; 32] {
+    let mut signature = [0x5a; 32];
+    signature[..8].copy_from_slice(&counter.to_le_bytes());
+    signature[24..].copy_from_slice(&counter.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+    signature
+}
+
+fn replay_insert(c: &mut Criterion) {
+    // 1,000 requests a second: `now` advances every 1,000 inserts, each entry expires
+    // 300 s after its second, as the webhook records them.
+    let insert = |cache: &MemoryReplayCache, counter: u64| {
+        let now = NOW + counter / 1000;
+        cache
+            .first_seen(signature_for(counter), now + 300, now)
+            .now_or_never()
+            .expect("the memory cache never waits")
+            .expect("the memory cache never fails")
+    };
+    let mut group = c.benchmark_group("replay_insert");
+    for (name, prefill) in [("filling", 0u64), ("full_100k", 100_000)] {
+        let cache = MemoryReplayCache::default();
+        for counter in 0..prefill {
+            assert!(insert(&cache, counter));
+        }
+        let mut counter = prefill;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                counter += 1;
+                insert(&cache, counter)
+            });
+        });
+        counter += 1;
+        assert!(
+            insert(&cache, counter),
+            "a fresh signature must be accepted"
+        );
+    }
+    group.finish();
+}
+
+fn webhook(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let secret = secret();
+    for (group_name, format) in [
+        ("webhook_json", ReplyFormat::Json),
+        ("webhook_sse", ReplyFormat::Sse),
+    ] {
+        let clock = FixedClock::new(NOW);
+        let echo = assistant_fn(|message, _context| async move {
+            Ok::<_, Infallible>(format!("Echo: {}", message.message.content))
+        });
+        let config = Config::default()
+            .secret(secret.clone())
+            .reply_format(format);
+        let webhook = Webhook::new(&config, echo)
+            .expect("a valid config")
+            .with_clock(clock.clone());
+        let mut group = c.benchmark_group(group_name);
+        let mut cases = bodies(false);
+        cases.extend(
+            bodies(true)
+                .into_iter()
+                .filter(|(name, _)| *name == "3KB")
+                .map(|(_, body)| ("3KB-multilingual", body)),
+        );
+        for (name, body) in cases {
+            // Each request is distinct: the clock advances a second per request and
+            // the request is signed (as the platform signs) at that second.
+            let request = || {
+                clock.advance(1);
+                testing::signed_request(&body, Some(&secret), clock.now())
+            };
+            let answered = runtime.block_on(testing::call(&webhook, request()));
+            assert_eq!(answered.status, 200, "{group_name} {name}: {answered:?}");
+            group.throughput(Throughput::Bytes(body.len() as u64));
+            let mut refused = 0_u64;
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter_batched(
+                    request,
+                    |request| {
+                        let status = runtime.block_on(testing::call(&webhook, request)).status;
+                        refused += u64::from(status != 200);
+                        status
+                    },
+                    BatchSize::NumIterations(100),
+                );
+            });
+            assert_eq!(
+                refused, 0,
+                "{group_name} {name}: requests refused during the bench"
+            );
+        }
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = micro;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(40);
+    targets = hashing_and_verify, parse, replay_insert, webhook
+}
+criterion_main!(micro);
