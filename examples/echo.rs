@@ -23,7 +23,7 @@ mod common;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    common::init_logging();
+    let _flush_logs_on_exit = common::init_logging();
     let config = common::config_from_env()?;
     let echo = assistant_fn(|message, _context| async move {
         Ok::<_, Infallible>(format!("Echo: {}", message.message.content))

@@ -24,7 +24,7 @@ const PAUSE: Duration = Duration::from_millis(60);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    common::init_logging();
+    let _flush_logs_on_exit = common::init_logging();
     let config = common::config_from_env()?;
     let words = assistant_fn(|message, _context| async move {
         let text = format!("Echo: {}", message.message.content);

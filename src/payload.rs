@@ -63,21 +63,12 @@ impl MessageReceived {
                 error.valid_up_to()
             )))
         })?;
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let parsed: MessageReceived =
-            serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-                let path = error.path().to_string();
-                let inner = error.into_inner();
-                if inner.is_data() {
-                    RequestError::InvalidPayload {
-                        field: path,
-                        reason: inner.to_string(),
-                    }
-                } else {
-                    RequestError::MalformedJson(inner)
-                }
-            })?;
-        deserializer.end().map_err(RequestError::MalformedJson)?;
+        // The plain parse is the fast path; only a failure is parsed again
+        // with path tracking, to name the field in the 422.
+        let parsed: MessageReceived = match serde_json::from_str(text) {
+            Ok(parsed) => parsed,
+            Err(_) => return Err(explain_parse_failure(text)),
+        };
         if parsed.event != "message_received" {
             return Err(RequestError::InvalidPayload {
                 field: "event".to_owned(),
@@ -96,6 +87,33 @@ impl MessageReceived {
     pub fn is_test_webhook(&self) -> bool {
         self.thread.id == "00000000-0000-0000-0000-000000000000"
             && self.message.id.as_deref() == Some("00000000-0000-0000-0000-000000000001")
+    }
+}
+
+/// Parses `text` again with path tracking, for the error of a body that
+/// failed to parse: 422 naming the field for a shape problem, 400 for syntax.
+fn explain_parse_failure(text: &str) -> RequestError {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parsed: Result<MessageReceived, _> = serde_path_to_error::deserialize(&mut deserializer);
+    match parsed {
+        Ok(_) => match deserializer.end() {
+            Err(error) => RequestError::MalformedJson(error),
+            Ok(()) => RequestError::MalformedJson(serde::de::Error::custom(
+                "the body parsed only on the second try",
+            )),
+        },
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_data() {
+                RequestError::InvalidPayload {
+                    field: path,
+                    reason: inner.to_string(),
+                }
+            } else {
+                RequestError::MalformedJson(inner)
+            }
+        }
     }
 }
 

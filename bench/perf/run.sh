@@ -9,7 +9,8 @@
 # CPUs: the servers are pinned to CPU 0, wrk to CPU 1. Only 127.0.0.1 is targeted.
 # Environment: CARGO_TARGET_DIR (default: target/ of the repository), RUNS (2),
 # DURATION (seconds per cell, 5), OUT (results folder, default /tmp/partner-webhook-perf-<time>),
-# plus BODIES, CONNS, GROWTH passed through to run_matrix.py.
+# plus BODIES, CONNS, GROWTH passed through to run_matrix.py, and SERVER_RUST_LOG
+# (e.g. warn: no per-request log line) for the echo servers.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"

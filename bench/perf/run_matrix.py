@@ -119,6 +119,9 @@ class Bench:
         for name, port in PORTS.items():
             log = self.out / f"server-{name}-run{run}.log"
             env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+            # SERVER_RUST_LOG=warn drops the per-request info line: its cost, measured.
+            if os.environ.get("SERVER_RUST_LOG"):
+                env["RUST_LOG"] = os.environ["SERVER_RUST_LOG"]
             env.update(PORT=str(port), NO_COLOR="1")
             if name == "bare":
                 cmd = [self.args.baseline]

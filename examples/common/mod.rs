@@ -6,11 +6,16 @@ use std::error::Error;
 use partner_webhook::{Config, ReplyFormat, Secret};
 use tracing_subscriber::EnvFilter;
 
-/// Logs at `info` unless `RUST_LOG` says otherwise.
-pub(crate) fn init_logging() {
+/// Logs at `info` unless `RUST_LOG` says otherwise, through a background
+/// thread: a request never waits for the terminal or the file the log goes
+/// to. Keep the returned guard until the end of `main`; dropping it flushes.
+pub(crate) fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(writer)
         .init();
+    guard
 }
 
 /// The configuration the environment asks for.
