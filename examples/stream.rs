@@ -25,7 +25,8 @@ const PAUSE: Duration = Duration::from_millis(60);
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let _flush_logs_on_exit = common::init_logging();
-    let config = common::config_from_env()?;
+    let mut config = common::config_from_env()?;
+    common::shared_replay_cache(&mut config).await?;
     let words = assistant_fn(|message, _context| async move {
         let text = format!("Echo: {}", message.message.content);
         // Words keep their following space, so the chunks join back to `text`.

@@ -110,6 +110,9 @@ mod limits;
 mod signature;
 // Refuse exact replays.
 mod replay;
+// Refuse replays across instances, in Redis.
+#[cfg(feature = "redis")]
+mod replay_redis;
 // Parse the payload.
 mod payload;
 // Call the assistant.
@@ -131,6 +134,8 @@ pub use config::{Config, ReplyFormat, Secret, SetupError};
 pub use error::{BoxError, RequestError};
 pub use payload::{App, HistoryEntry, Message, MessageReceived, Role, Thread};
 pub use replay::{MemoryReplayCache, ReplayCache};
+#[cfg(feature = "redis")]
+pub use replay_redis::RedisReplayCache;
 pub use response::{Reply, ResponseBody};
 pub use server::Server;
 pub use signature::{

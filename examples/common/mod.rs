@@ -6,6 +6,28 @@ use std::error::Error;
 use partner_webhook::{Config, ReplyFormat, Secret};
 use tracing_subscriber::EnvFilter;
 
+/// With `REDIS_URL` set (and the `redis` feature), replays are refused across
+/// every instance sharing that Redis.
+pub(crate) async fn shared_replay_cache(config: &mut Config) -> Result<(), Box<dyn Error>> {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return Ok(());
+    };
+    #[cfg(feature = "redis")]
+    {
+        let cache = partner_webhook::RedisReplayCache::connect(&url)
+            .await
+            .map_err(|error| format!("REDIS_URL: could not connect: {error}"))?;
+        config.replay_cache = std::sync::Arc::new(cache);
+        tracing::info!("replay cache shared through Redis");
+        Ok(())
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (config, url);
+        Err("REDIS_URL is set, but this build has no Redis support: add --features redis".into())
+    }
+}
+
 /// Logs at `info` unless `RUST_LOG` says otherwise, through a background
 /// thread: a request never waits for the terminal or the file the log goes
 /// to. Keep the returned guard until the end of `main`; dropping it flushes.

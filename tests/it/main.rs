@@ -15,6 +15,8 @@ mod memory;
 mod payloads;
 mod platform_sender;
 mod properties;
+#[cfg(feature = "redis")]
+mod redis;
 mod signatures;
 mod storing;
 mod streaming;
