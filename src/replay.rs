@@ -43,6 +43,12 @@ pub trait ReplayCache: std::fmt::Debug + Send + Sync + 'static {
         expires_at: u64,
         now: u64,
     ) -> Result<bool, BoxError>;
+
+    /// Whether the store can answer now; `GET /readyz` reports it. A store
+    /// in this process always can, so the default is `Ok`.
+    async fn ready(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// An in-memory [`ReplayCache`] with a fixed capacity.

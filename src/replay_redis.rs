@@ -102,6 +102,17 @@ impl ReplayCache for RedisReplayCache {
             Err(_) => Err(format!("Redis did not answer within {:?}", self.timeout).into()),
         }
     }
+
+    /// `PING`, within the same timeout.
+    async fn ready(&self) -> Result<(), BoxError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(answer) => answer.map(drop).map_err(Into::into),
+            Err(_) => Err(format!("Redis did not answer within {:?}", self.timeout).into()),
+        }
+    }
 }
 
 /// The prefix and timeout; the connection's address may carry a password.

@@ -10,7 +10,7 @@ use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::error::{BoxError, RequestError};
 use crate::guard::{Outcome, RequestGuard};
@@ -273,7 +273,8 @@ pub(crate) enum Answer {
     Fallback(Reply),
     /// A reply streamed as SSE (possibly the fallback).
     Sse(Box<SseFrames>),
-    Healthy,
+    /// A probe's answer: `{"status": ...}`.
+    Healthy(&'static str),
 }
 
 /// The platform shows the first 200 characters of an error body to the end
@@ -290,9 +291,9 @@ pub(crate) fn build(
         Ok(Answer::Sse(frames)) => return stream(frames, guard),
         Ok(Answer::Reply(reply)) => reply_json(&reply, Outcome::Replied),
         Ok(Answer::Fallback(reply)) => reply_json(&reply, Outcome::Fallback),
-        Ok(Answer::Healthy) => (
+        Ok(Answer::Healthy(status)) => (
             StatusCode::OK,
-            br#"{"status":"ok"}"#.to_vec(),
+            json!({ "status": status }).to_string().into_bytes(),
             Outcome::Healthy,
         ),
         Err(error) => return refusal(&error, guard),

@@ -31,11 +31,13 @@ use crate::sse::SseFrames;
 use crate::store::{PartnerApi, StoreTarget};
 
 const HEALTH_PATH: &str = "/healthz";
+const READY_PATH: &str = "/readyz";
 
 /// The webhook as a request handler, to mount in your own hyper or axum stack.
 ///
-/// Answers `POST` on any path with the assistant's reply and `GET /healthz`
-/// with `{"status":"ok"}`. It implements both hyper's and tower's `Service`
+/// Answers `POST` on any path with the assistant's reply, `GET /healthz`
+/// (liveness) with `{"status":"ok"}`, and `GET /readyz` (readiness) with
+/// `{"status":"ready"}`, or `503` when the replay store does not answer. It implements both hyper's and tower's `Service`
 /// for any request body, and is cheap to clone. [`Server`](crate::Server)
 /// uses it for every connection. It needs a tokio runtime with timers
 /// enabled (`#[tokio::main]` has them) for its body timeout and reply deadline.
@@ -147,8 +149,10 @@ impl Webhook {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        if let Some(answer) = route(parts)? {
-            return Ok(answer);
+        match route(parts)? {
+            Route::Webhook => {}
+            Route::Health => return Ok(Answer::Healthy("ok")),
+            Route::Ready => return self.readiness().await,
         }
         limits::check_content_type(&parts.headers)?;
         let signed = self.check_signature_headers(&parts.headers)?;
@@ -221,6 +225,17 @@ impl Webhook {
             Ok(false) => Err(SignatureError::Replayed.into()),
             Err(error) => Err(RequestError::Overloaded {
                 reason: "replay cache unavailable",
+                source: Some(error),
+            }),
+        }
+    }
+
+    /// `200 {"status":"ready"}` when the replay store answers, else `503`.
+    async fn readiness(&self) -> Result<Answer, RequestError> {
+        match self.inner.replay_cache.ready().await {
+            Ok(()) => Ok(Answer::Healthy("ready")),
+            Err(error) => Err(RequestError::Overloaded {
+                reason: "replay store unavailable",
                 source: Some(error),
             }),
         }
@@ -363,16 +378,29 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
-/// `Ok(Some)` answers the request right away, `Ok(None)` lets it on to the
-/// assistant.
-fn route(parts: &Parts) -> Result<Option<Answer>, RequestError> {
-    let is_health = parts.uri.path() == HEALTH_PATH;
-    match parts.method {
-        Method::POST => Ok(None),
-        Method::GET if is_health => Ok(Some(Answer::Healthy)),
-        ref method => Err(RequestError::MethodNotAllowed {
+/// Where a request goes: the webhook, or one of the two probes.
+enum Route {
+    Webhook,
+    /// Liveness: the process answers.
+    Health,
+    /// Readiness: the replay store answers too, so a load balancer can take an
+    /// instance whose shared store is unreachable out of rotation.
+    Ready,
+}
+
+fn route(parts: &Parts) -> Result<Route, RequestError> {
+    let path = parts.uri.path();
+    let probe = match path {
+        HEALTH_PATH => Some(Route::Health),
+        READY_PATH => Some(Route::Ready),
+        _ => None,
+    };
+    match (&parts.method, probe) {
+        (&Method::POST, _) => Ok(Route::Webhook),
+        (&Method::GET, Some(probe)) => Ok(probe),
+        (method, probe) => Err(RequestError::MethodNotAllowed {
             method: method.clone(),
-            allow: if is_health { "GET, POST" } else { "POST" },
+            allow: if probe.is_some() { "GET, POST" } else { "POST" },
         }),
     }
 }

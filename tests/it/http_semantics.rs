@@ -52,6 +52,11 @@ async fn healthz_needs_no_signature() {
         .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json(), json!({"status": "ok"}));
+    let ready = server
+        .send(&request("GET", "/readyz", &platform_headers(), b""))
+        .await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json(), json!({"status": "ready"}));
 }
 
 #[tokio::test]
@@ -61,6 +66,7 @@ async fn other_methods_are_405_with_allow() {
         ("GET", "/", "POST"),
         ("PUT", "/webhook", "POST"),
         ("DELETE", "/healthz", "GET, POST"),
+        ("PUT", "/readyz", "GET, POST"),
     ] {
         let response = server
             .send(&request(method, path, &platform_headers(), b""))

@@ -129,7 +129,27 @@ async fn redis_down_is_503_at_once_and_service_resumes_when_it_is_back() {
     let mut redis = RedisServer::on_a_free_port().await;
     let server = server_sharing(&redis, "outage:").await;
     server.send(&signed_post(&payload("before"))).await.reply();
+    let ready = server
+        .send(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert_eq!(ready.json()["status"], "ready");
     redis.stop();
+    let not_ready = server
+        .send(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert!(
+        not_ready
+            .assert_json_error(503)
+            .contains("replay store unavailable")
+    );
+    assert_eq!(
+        server
+            .send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .status,
+        200,
+        "liveness does not depend on Redis"
+    );
     let started = Instant::now();
     let response = server.send(&signed_post(&payload("during"))).await;
     let error = response.assert_json_error(503);
