@@ -24,6 +24,7 @@ mod common;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let _flush_logs_on_exit = common::init_logging();
+    common::serve_metrics();
     let mut config = common::config_from_env()?;
     common::shared_replay_cache(&mut config).await?;
     let echo = assistant_fn(|message, _context| async move {

@@ -25,6 +25,7 @@ const PAUSE: Duration = Duration::from_millis(60);
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let _flush_logs_on_exit = common::init_logging();
+    common::serve_metrics();
     let mut config = common::config_from_env()?;
     common::shared_replay_cache(&mut config).await?;
     let words = assistant_fn(|message, _context| async move {

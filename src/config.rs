@@ -166,6 +166,11 @@ pub struct Config {
     /// `http://` only: the crate has no TLS client.
     /// Default: `None` (streamed replies are not stored).
     pub platform_api_url: Option<String>,
+    /// Label `partner_webhook_requests_total` with the (signed) app id. One
+    /// server usually serves one App; with many, each adds a series, so this
+    /// is opt-in.
+    /// Default: `false`.
+    pub metrics_app_label: bool,
     /// Reply sent (as a normal `200`) when the assistant misses
     /// [`reply_deadline`](Config::reply_deadline), so the end user sees a
     /// friendly message instead of an error.
@@ -220,6 +225,7 @@ impl Default for Config {
             fallback_reply: None,
             reply_format: ReplyFormat::Json,
             platform_api_url: None,
+            metrics_app_label: false,
             stream_chunk_timeout: Duration::from_millis(7500),
             max_connections: 1024,
             max_concurrent_replies: 64,

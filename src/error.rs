@@ -62,8 +62,8 @@ pub enum RequestError {
     /// 503, with `Retry-After`: a limit on concurrent work was reached, or the
     /// replay cache could not answer.
     Overloaded {
-        /// Which limit, in words.
-        reason: &'static str,
+        /// Which limit.
+        limit: Overload,
         /// The underlying failure, if any; logged, never sent.
         source: Option<BoxError>,
     },
@@ -76,7 +76,61 @@ pub enum RequestError {
     },
 }
 
+/// Which limit a `503` hit ([`RequestError::Overloaded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overload {
+    /// [`Config::max_concurrent_replies`](crate::Config::max_concurrent_replies) assistant calls are running.
+    ReplySlots,
+    /// [`Config::max_buffered_bytes`](crate::Config::max_buffered_bytes) of bodies are held.
+    BodyMemory,
+    /// The replay store (e.g. Redis) could not answer.
+    ReplayStore,
+}
+
+impl fmt::Display for Overload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Overload::ReplySlots => "too many replies in progress",
+            Overload::BodyMemory => "too many request bodies in memory",
+            Overload::ReplayStore => "replay store unavailable",
+        })
+    }
+}
+
 impl RequestError {
+    /// Why, as a short stable label: the `reason` of the
+    /// `partner_webhook_rejections_total` metric (`signature_missing`,
+    /// `signature_mismatch`, `replayed`, `body_too_large`, `overloaded_replies`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::MethodNotAllowed { .. } => "method_not_allowed",
+            RequestError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            RequestError::PayloadTooLarge { .. } => "body_too_large",
+            RequestError::BodyRead(_) => "body_unreadable",
+            RequestError::BodyTimeout { .. } => "body_timeout",
+            RequestError::Unauthorized(error) => match error {
+                SignatureError::Missing { .. } => "signature_missing",
+                SignatureError::Malformed { .. } => "signature_malformed",
+                SignatureError::OutsideWindow { skew_secs, .. } if *skew_secs < 0 => {
+                    "signature_stale"
+                }
+                SignatureError::OutsideWindow { .. } => "signature_future",
+                SignatureError::Mismatch => "signature_mismatch",
+                SignatureError::Replayed => "replayed",
+            },
+            RequestError::MalformedJson(_) => "malformed_json",
+            RequestError::InvalidPayload { .. } => "invalid_payload",
+            RequestError::Assistant(_) => "assistant_failed",
+            RequestError::Overloaded { limit, .. } => match limit {
+                Overload::ReplySlots => "overloaded_replies",
+                Overload::BodyMemory => "overloaded_bodies",
+                Overload::ReplayStore => "replay_store_unavailable",
+            },
+            RequestError::ReplyTimeout { .. } => "deadline_missed",
+        }
+    }
+
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -120,8 +174,8 @@ impl fmt::Display for RequestError {
                 write!(f, "invalid message_received payload at `{field}`: {reason}")
             }
             RequestError::Assistant(_) => f.write_str("the assistant failed to reply"),
-            RequestError::Overloaded { reason, .. } => {
-                write!(f, "temporarily overloaded ({reason}); retry shortly")
+            RequestError::Overloaded { limit, .. } => {
+                write!(f, "temporarily overloaded ({limit}); retry shortly")
             }
             RequestError::ReplyTimeout { deadline } => write!(
                 f,

@@ -15,6 +15,7 @@ use tracing::field::Empty;
 use tracing::{Span, debug, error, info, info_span, warn};
 
 use crate::error::RequestError;
+use crate::measure::{self, InFlight};
 use crate::payload::MessageReceived;
 
 /// How a request ended, for its log line.
@@ -31,9 +32,13 @@ pub(crate) enum Outcome {
     StreamFailed {
         reason: &'static str,
         detail: String,
+        /// The assistant fell silent, rather than failing.
+        timed_out: bool,
     },
     Refused {
         status: u16,
+        /// [`RequestError::reason`], for metrics.
+        label: &'static str,
         reason: String,
         detail: String,
     },
@@ -43,6 +48,7 @@ impl Outcome {
     pub(crate) fn refused(error: &RequestError) -> Self {
         Outcome::Refused {
             status: error.status().as_u16(),
+            label: error.reason(),
             reason: error.to_string(),
             detail: std::error::Error::source(error)
                 .map(ToString::to_string)
@@ -62,13 +68,21 @@ pub(crate) struct RequestGuard {
     refusals: Arc<RefusalLog>,
     slot: Option<OwnedSemaphorePermit>,
     memory: Option<OwnedSemaphorePermit>,
+    _in_flight: InFlight,
+    /// The signed app id, when metrics are labelled by app (opted in).
+    metrics_app_id: Option<String>,
+    label_metrics_by_app: bool,
 }
 
 impl RequestGuard {
     /// Opens the request's span. Until the body is parsed, only the unsigned
     /// `X-App-Id` / `X-Thread-Id` headers name the request; see
     /// [`take_ids_from_body`](RequestGuard::take_ids_from_body).
-    pub(crate) fn new(parts: &Parts, refusals: Arc<RefusalLog>) -> Self {
+    pub(crate) fn new(
+        parts: &Parts,
+        refusals: Arc<RefusalLog>,
+        label_metrics_by_app: bool,
+    ) -> Self {
         // The ids are recorded once (a field recorded twice prints twice):
         // from the body once it is parsed, else from the headers at the end.
         let span = info_span!(
@@ -91,6 +105,9 @@ impl RequestGuard {
             refusals,
             slot: None,
             memory: None,
+            _in_flight: InFlight::requests(),
+            metrics_app_id: None,
+            label_metrics_by_app,
         }
     }
 
@@ -136,6 +153,9 @@ impl RequestGuard {
                 );
             });
         }
+        if self.label_metrics_by_app {
+            self.metrics_app_id = Some(message.app.id.clone());
+        }
         self.span.record("app_id", message.app.id.as_str());
         self.span.record("thread_id", message.thread.id.as_str());
         if let Some(id) = &message.message.id {
@@ -152,6 +172,7 @@ impl Drop for RequestGuard {
                 .record("thread_id", thread_id.as_deref().unwrap_or("-"));
         }
         let _in_span = self.span.enter();
+        self.record_metrics();
         let latency_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0);
         match &self.outcome {
             Outcome::Healthy => debug!(status = 200, %latency_ms, "health check"),
@@ -166,7 +187,7 @@ impl Drop for RequestGuard {
                 %latency_ms,
                 "the client hung up before the streamed reply ended"
             ),
-            Outcome::StreamFailed { reason, detail } => error!(
+            Outcome::StreamFailed { reason, detail, .. } => error!(
                 status = 200,
                 %latency_ms,
                 reason,
@@ -177,6 +198,7 @@ impl Drop for RequestGuard {
                 status,
                 reason,
                 detail,
+                ..
             } => {
                 let server_error = *status >= 500;
                 let Some(count) = self.refusals.admit(server_error) else {
@@ -198,6 +220,30 @@ impl Drop for RequestGuard {
                 }
             }
         }
+    }
+}
+
+impl RequestGuard {
+    fn record_metrics(&self) {
+        let (outcome, status) = match &self.outcome {
+            Outcome::Streaming => {
+                measure::stream_cut("client_hung_up");
+                ("client_hung_up", 200)
+            }
+            Outcome::Healthy => ("probe", 200),
+            Outcome::Replied => ("replied", 200),
+            Outcome::Fallback => ("fallback", 200),
+            Outcome::StreamFailed { timed_out, .. } => {
+                measure::stream_cut(if *timed_out { "timeout" } else { "error" });
+                ("stream_failed", 200)
+            }
+            Outcome::Refused { status, label, .. } => {
+                measure::rejected(label);
+                ("refused", *status)
+            }
+        };
+        let seconds = self.started.elapsed().as_secs_f64();
+        measure::request_finished(outcome, status, seconds, self.metrics_app_id.as_deref());
     }
 }
 

@@ -125,13 +125,15 @@ mod sse;
 mod store;
 // The per-request guard: slot, memory, span, and the request's log line.
 mod guard;
+// Metrics, through the `metrics` facade.
+mod measure;
 // The statuses every failure maps to.
 mod error;
 
 pub use assistant::{Assistant, AssistantFn, Context, assistant_fn};
 pub use async_trait::async_trait;
 pub use config::{Config, ReplyFormat, Secret, SetupError};
-pub use error::{BoxError, RequestError};
+pub use error::{BoxError, Overload, RequestError};
 pub use payload::{App, HistoryEntry, Message, MessageReceived, Role, Thread};
 pub use replay::{MemoryReplayCache, ReplayCache};
 #[cfg(feature = "redis")]

@@ -10,7 +10,7 @@ use hyper::body::{Body, Buf, Bytes};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::{BoxError, RequestError};
+use crate::error::{BoxError, Overload, RequestError};
 
 /// Accepts an absent `Content-Type`, `application/json` and any `*/*+json`,
 /// with any parameters (`; charset=utf-8`).
@@ -145,7 +145,7 @@ impl BodyLimits {
         Arc::clone(&self.budget_kib)
             .try_acquire_many_owned(kib)
             .map_err(|_| RequestError::Overloaded {
-                reason: "too many request bodies in memory",
+                limit: Overload::BodyMemory,
                 source: None,
             })
     }

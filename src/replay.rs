@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::error::BoxError;
+use crate::measure;
 
 /// Remembers the signatures accepted inside the replay window.
 ///
@@ -107,6 +108,7 @@ impl MemoryReplayCache {
         }
         seen.expiry_by_signature.insert(signature, expires_at);
         seen.by_expiry.push(Reverse((expires_at, signature)));
+        measure::replay_cache_entries(seen.expiry_by_signature.len());
         true
     }
 

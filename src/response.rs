@@ -374,6 +374,7 @@ fn reply_json(reply: &Reply, outcome: Outcome) -> (StatusCode, Vec<u8>, Outcome)
             error_json("could not encode the reply"),
             Outcome::Refused {
                 status: 500,
+                label: "reply_unencodable",
                 reason: "could not encode the reply".to_owned(),
                 detail: error.to_string(),
             },

@@ -18,6 +18,7 @@ use tracing::warn;
 
 use crate::error::BoxError;
 use crate::guard::Outcome;
+use crate::measure;
 use crate::response::{Chunks, Reply};
 use crate::signature::escape_non_ascii;
 use crate::store::{StoreTarget, Stored, Storing};
@@ -82,7 +83,7 @@ pub(crate) struct SseFrames {
     chunk_timeout: Duration,
     /// Frames decided but not sent yet (a long chunk is several, the end of
     /// the stream two).
-    queued: VecDeque<Bytes>,
+    queued: VecDeque<(&'static str, Bytes)>,
     finished: bool,
     /// Set after a frame is handed out: the next poll yields once, so hyper
     /// flushes every event in a write of its own.
@@ -133,7 +134,8 @@ impl SseFrames {
             return Poll::Pending;
         }
         loop {
-            if let Some(frame) = self.queued.pop_front() {
+            if let Some((event, frame)) = self.queued.pop_front() {
+                measure::sse_frame(event);
                 let outcome = (self.queued.is_empty() && self.finished).then(|| self.outcome());
                 self.flush_first = true;
                 return Poll::Ready(Some((frame, outcome)));
@@ -158,7 +160,11 @@ impl SseFrames {
                     }
                     let next_by = Instant::now() + self.chunk_timeout;
                     self.deadline.as_mut().reset(next_by);
-                    self.queued.extend(delta_frames(&text));
+                    self.queued.extend(
+                        delta_frames(&text)
+                            .into_iter()
+                            .map(|frame| ("delta", frame)),
+                    );
                     if let Some((_, whole)) = self.store.as_mut() {
                         whole.push_str(&text);
                     }
@@ -204,6 +210,7 @@ impl SseFrames {
     /// its place in the thread.
     fn stored(&mut self, stored: Result<Stored, BoxError>) {
         self.storing = None;
+        measure::stored(stored.is_ok());
         match stored {
             Ok(stored) => self.completed(Some(stored)),
             Err(error) => {
@@ -217,19 +224,23 @@ impl SseFrames {
         // Dropping the stream cancels whatever the assistant was awaiting.
         self.chunks = None;
         self.finished = true;
-        self.queued.push_back(frame("done", &done));
+        self.queued.push_back(("done", frame("done", &done)));
     }
 
     fn end_with_error(&mut self, message: &'static str, detail: String) {
         self.failure = Some((message, detail));
         self.queued
-            .push_back(frame("error", &json!({ "message": message })));
+            .push_back(("error", frame("error", &json!({ "message": message }))));
         self.end(json!({ "status": "error" }));
     }
 
     fn outcome(&mut self) -> Outcome {
         match self.failure.take() {
-            Some((reason, detail)) => Outcome::StreamFailed { reason, detail },
+            Some((reason, detail)) => Outcome::StreamFailed {
+                timed_out: reason == TOO_SLOW,
+                reason,
+                detail,
+            },
             None if self.fallback => Outcome::Fallback,
             None => Outcome::Replied,
         }

@@ -20,9 +20,10 @@ use hyper::{HeaderMap, Method, Request, Response};
 
 use crate::assistant::{self, Assistant, Context};
 use crate::config::{Config, ReplyFormat, SetupError};
-use crate::error::{BoxError, RequestError};
+use crate::error::{BoxError, Overload, RequestError};
 use crate::guard::{RefusalLog, RequestGuard};
 use crate::limits::{self, BodyLimits};
+use crate::measure::{self, InFlight};
 use crate::payload::MessageReceived;
 use crate::replay::ReplayCache;
 use crate::response::{self, Answer, Reply, ResponseBody};
@@ -81,6 +82,7 @@ struct Inner {
     fallback_reply: Option<String>,
     assistant: Box<dyn Assistant>,
     refusals: Arc<RefusalLog>,
+    label_metrics_by_app: bool,
     /// Unix seconds; replaceable so tests can stand at the window's edge.
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -117,6 +119,7 @@ impl Webhook {
                 fallback_reply: config.fallback_reply.clone(),
                 assistant: Box::new(assistant),
                 refusals: Arc::default(),
+                label_metrics_by_app: config.metrics_app_label,
                 clock: Box::new(unix_now),
             }),
         })
@@ -130,7 +133,11 @@ impl Webhook {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
-        let mut guard = RequestGuard::new(&parts, Arc::clone(&self.inner.refusals));
+        let mut guard = RequestGuard::new(
+            &parts,
+            Arc::clone(&self.inner.refusals),
+            self.inner.label_metrics_by_app,
+        );
         let span = guard.span().clone();
         let outcome = self
             .process(&parts, body, &mut guard)
@@ -179,10 +186,13 @@ impl Webhook {
         &self,
         headers: &'h HeaderMap,
     ) -> Result<Option<SignedHeaders<'h>>, RequestError> {
-        match &self.inner.verifier {
-            Some(verifier) => Ok(Some(verifier.check_headers(headers, (self.inner.clock)())?)),
-            None => Ok(None),
-        }
+        let Some(verifier) = &self.inner.verifier else {
+            return Ok(None);
+        };
+        let now = (self.inner.clock)();
+        let signed = verifier.check_headers(headers, now)?;
+        measure::signing_skew(now as f64 - signed.timestamp() as f64);
+        Ok(Some(signed))
     }
 
     fn verify_body(
@@ -223,10 +233,13 @@ impl Webhook {
         {
             Ok(true) => Ok(()),
             Ok(false) => Err(SignatureError::Replayed.into()),
-            Err(error) => Err(RequestError::Overloaded {
-                reason: "replay cache unavailable",
-                source: Some(error),
-            }),
+            Err(error) => {
+                measure::replay_store_error();
+                Err(RequestError::Overloaded {
+                    limit: Overload::ReplayStore,
+                    source: Some(error),
+                })
+            }
         }
     }
 
@@ -235,7 +248,7 @@ impl Webhook {
         match self.inner.replay_cache.ready().await {
             Ok(()) => Ok(Answer::Healthy("ready")),
             Err(error) => Err(RequestError::Overloaded {
-                reason: "replay store unavailable",
+                limit: Overload::ReplayStore,
                 source: Some(error),
             }),
         }
@@ -245,7 +258,7 @@ impl Webhook {
         Arc::clone(&self.inner.reply_slots)
             .try_acquire_owned()
             .map_err(|_| RequestError::Overloaded {
-                reason: "too many replies in progress",
+                limit: Overload::ReplySlots,
                 source: None,
             })
     }
@@ -296,7 +309,11 @@ impl Webhook {
     ) -> Result<Answer, RequestError> {
         let deadline = started + self.inner.reply_deadline;
         let call = assistant::call(&*self.inner.assistant, message, context);
-        let Ok(reply) = tokio::time::timeout_at(deadline, call).await else {
+        let calling = (InFlight::assistant_calls(), Instant::now());
+        let answered = tokio::time::timeout_at(deadline, call).await;
+        measure::assistant_time(calling.1.elapsed().as_secs_f64());
+        drop(calling);
+        let Ok(reply) = answered else {
             return self.missed_deadline(format);
         };
         let reply = reply?;
@@ -318,6 +335,12 @@ impl Webhook {
 
     /// The fallback reply if one is configured, else a 504.
     fn missed_deadline(&self, format: Format) -> Result<Answer, RequestError> {
+        let answered = if self.inner.fallback_reply.is_some() {
+            "fallback"
+        } else {
+            "504"
+        };
+        measure::deadline_missed(answered);
         let Some(text) = &self.inner.fallback_reply else {
             return Err(RequestError::ReplyTimeout {
                 deadline: self.inner.reply_deadline,

@@ -28,6 +28,29 @@ pub(crate) async fn shared_replay_cache(config: &mut Config) -> Result<(), Box<d
     }
 }
 
+/// Serves the metrics as Prometheus text on `METRICS_ADDR` (default
+/// `127.0.0.1:9464`, `off` for none): its own address, never the public
+/// webhook port. A failure to listen is logged, not fatal.
+pub(crate) fn serve_metrics() {
+    let addr = std::env::var("METRICS_ADDR").unwrap_or_else(|_| "127.0.0.1:9464".to_owned());
+    if addr == "off" {
+        return;
+    }
+    let installed = addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|error| error.to_string())
+        .and_then(|addr| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+                .map_err(|error| error.to_string())
+        });
+    match installed {
+        Ok(()) => tracing::info!("metrics at http://{addr}/metrics"),
+        Err(error) => tracing::warn!("no metrics endpoint on METRICS_ADDR={addr}: {error}"),
+    }
+}
+
 /// Logs at `info` unless `RUST_LOG` says otherwise, through a background
 /// thread: a request never waits for the terminal or the file the log goes
 /// to. Keep the returned guard until the end of `main`; dropping it flushes.

@@ -12,6 +12,7 @@ mod hostile;
 mod http_semantics;
 mod lifetimes;
 mod memory;
+mod metrics;
 mod payloads;
 mod platform_sender;
 mod properties;

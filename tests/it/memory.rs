@@ -3,8 +3,6 @@
 //! (this test binary, re-run on one ignored test), so the client's memory does
 //! not count.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -12,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const CHILD_ENV: &str = "PARTNER_WEBHOOK_MEMORY_CHILD";
+const CHILD: &str = "memory::memory_child_server";
 const CONNECTIONS: usize = 400;
 const WRITES_PER_CONNECTION: usize = 100;
 
@@ -20,85 +18,17 @@ const WRITES_PER_CONNECTION: usize = 100;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the server process of trickled_bodies_hold_memory_in_proportion_to_the_bytes_counted"]
 async fn memory_child_server() {
-    if std::env::var_os(CHILD_ENV).is_none() {
+    if !ChildServer::is_child(CHILD) {
         return;
     }
     let server = TestServer::echo().await;
-    #[allow(
-        clippy::print_stdout,
-        reason = "the parent process reads the port here"
-    )]
-    {
-        println!("LISTENING {}", server.addr.port());
-    }
-    // Serve until the parent closes our stdin.
-    let _ = tokio::task::spawn_blocking(|| {
-        let mut sink = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
-    })
-    .await;
-}
-
-/// The child process, killed on drop.
-struct ChildServer {
-    child: Child,
-    port: u16,
-}
-
-impl ChildServer {
-    fn start() -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "memory::memory_child_server",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let port = stdout
-            .lines()
-            .map_while(Result::ok)
-            // libtest may print the test's name on the same line first.
-            .find_map(|line| line.split_once("LISTENING ")?.1.trim().parse().ok())
-            .expect("the child server did not start");
-        ChildServer { child, port }
-    }
-
-    /// `VmRSS` or `VmHWM` (peak) in KiB, from /proc.
-    fn memory_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(field)?
-                    .trim_start_matches(':')
-                    .trim()
-                    .strip_suffix(" kB")?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no {field} in /proc status"))
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    ChildServer::serve_until_parent_leaves(&[server.addr.port()]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_bodies_hold_memory_in_proportion_to_the_bytes_counted() {
-    let child = ChildServer::start();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], child.port));
+    let child = ChildServer::start(CHILD);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], child.ports[0]));
     // Warm up: the first requests allocate what every later one reuses.
     let mut warm = Connection::open(addr).await;
     for round in 0..3 {

@@ -153,7 +153,7 @@ async fn redis_down_is_503_at_once_and_service_resumes_when_it_is_back() {
     let started = Instant::now();
     let response = server.send(&signed_post(&payload("during"))).await;
     let error = response.assert_json_error(503);
-    assert!(error.contains("replay cache unavailable"), "{error}");
+    assert!(error.contains("replay store unavailable"), "{error}");
     assert_eq!(response.header("retry-after"), Some("1"));
     assert!(
         started.elapsed() < Duration::from_secs(5),

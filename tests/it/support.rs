@@ -350,6 +350,16 @@ impl Connection {
         }
     }
 
+    /// Everything left until the server closes, as text.
+    pub async fn read_to_end(&mut self) -> String {
+        let mut rest = Vec::new();
+        tokio::time::timeout(IO_TIMEOUT, self.stream.read_to_end(&mut rest))
+            .await
+            .expect("the server did not close in time")
+            .unwrap();
+        String::from_utf8_lossy(&rest).into_owned()
+    }
+
     /// True when the server closed the connection (reads end of stream).
     pub async fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
@@ -357,5 +367,97 @@ impl Connection {
             tokio::time::timeout(IO_TIMEOUT, self.stream.read(&mut byte)).await,
             Ok(Ok(0) | Err(_))
         )
+    }
+}
+
+/// A server in a child process (this test binary, re-run on one ignored
+/// test), so that what it records (its memory, a global metrics recorder)
+/// is its own. Killed on drop.
+pub struct ChildServer {
+    child: std::process::Child,
+    /// The ports the child printed.
+    pub ports: Vec<u16>,
+}
+
+const CHILD_ENV: &str = "PARTNER_WEBHOOK_CHILD";
+
+impl ChildServer {
+    /// Runs the ignored test `test` (its full path) as the child.
+    pub fn start(test: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                test,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, test)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let ports = stdout
+            .lines()
+            .map_while(Result::ok)
+            // libtest may print the test's name on the same line first.
+            .find_map(|line| {
+                let ports = line.split_once("LISTENING ")?.1;
+                ports
+                    .split_whitespace()
+                    .map(|port| port.parse().ok())
+                    .collect()
+            })
+            .expect("the child server did not start");
+        ChildServer { child, ports }
+    }
+
+    /// In the ignored test: whether this process is the child running it.
+    pub fn is_child(test: &str) -> bool {
+        std::env::var(CHILD_ENV).is_ok_and(|running| running == test)
+    }
+
+    /// In the child: tells the parent the ports, then serves until the parent
+    /// closes our stdin.
+    pub async fn serve_until_parent_leaves(ports: &[u16]) {
+        let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
+        #[allow(
+            clippy::print_stdout,
+            reason = "the parent process reads the ports here"
+        )]
+        {
+            println!("LISTENING {}", ports.join(" "));
+        }
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
+        })
+        .await;
+    }
+
+    /// `VmRSS` or `VmHWM` (peak) in KiB, from /proc.
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(field)?
+                    .trim_start_matches(':')
+                    .trim()
+                    .strip_suffix(" kB")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
