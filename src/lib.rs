@@ -31,6 +31,12 @@
 //!    [`RequestError`]. The request's guard (`guard`) moves into the body: it holds the
 //!    reply slot until the last byte, and logs the request when the body is dropped.
 //!
+//! Around the journey: `GET /healthz` (liveness) and `GET /readyz` (readiness, which
+//! follows the replay store); metrics through the [`metrics`](https://docs.rs/metrics)
+//! facade (`measure`), for the exporter the application installs; and, behind features,
+//! a replay cache shared through Redis (`redis`), test helpers ([`testing`], `testing`)
+//! and the `partner-webhook` command-line tool (`cli`).
+//!
 //! # Serving
 //!
 //! ```no_run
