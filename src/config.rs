@@ -185,9 +185,13 @@ pub struct Config {
     /// Default: 1024.
     pub max_connections: usize,
     /// Assistant calls running at once; past it, requests are answered `503`
-    /// with `Retry-After` at once instead of queueing without bound. Assistants
-    /// mostly wait on I/O (LLM calls), so this is above the core count.
-    /// Default: 64.
+    /// with `Retry-After` at once instead of queueing without bound. A call
+    /// waiting on an LLM holds about 21 KiB (measured with 10,000 in flight),
+    /// so this does not protect memory so much as the model behind the
+    /// assistant: set it to what your LLM account allows at once. The default
+    /// lets a burst of a few hundred users through (at 64, a burst of 300
+    /// met 236 `503`s).
+    /// Default: 512.
     pub max_concurrent_replies: usize,
     /// Request body bytes buffered at once across all requests, reserved as
     /// the bytes arrive; past it, requests are answered `503`. This, not the
@@ -228,7 +232,7 @@ impl Default for Config {
             metrics_app_label: false,
             stream_chunk_timeout: Duration::from_millis(7500),
             max_connections: 1024,
-            max_concurrent_replies: 64,
+            max_concurrent_replies: 512,
             max_buffered_bytes: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             replay_cache: Arc::new(MemoryReplayCache::default()),

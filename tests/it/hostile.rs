@@ -415,7 +415,7 @@ async fn panics_under_concurrent_load_only_hit_their_own_request() {
         }
     });
     let server = TestServer::start(signed_config(), moody).await;
-    // 60 stays under the default 64 concurrent replies, so none is refused.
+    // 60 stays under the default 512 concurrent replies, so none is refused.
     let tasks: Vec<_> = (0..60)
         .map(|index| {
             let request = signed_post(&payload(&format!("load {index}")));
