@@ -11,6 +11,7 @@ mod connections;
 mod hostile;
 mod http_semantics;
 mod lifetimes;
+mod llm;
 mod memory;
 mod metrics;
 mod payloads;
