@@ -345,3 +345,46 @@ async fn values_that_would_panic_or_never_work_are_setup_errors() {
         assert!(error.to_string().contains(field), "{error}");
     }
 }
+
+#[tokio::test]
+async fn a_connection_is_cut_at_its_hard_deadline_whatever_it_is_doing() {
+    let mut config = signed_config().reply_format(partner_webhook::ReplyFormat::Sse);
+    let short = Duration::from_millis(200);
+    config.max_connection_age = short;
+    config.header_read_timeout = short;
+    config.body_read_timeout = short;
+    config.reply_deadline = short;
+    config.write_timeout = short;
+    // An endless stream: only the hard deadline (age + one request's
+    // timeouts = 1 s here) can end it.
+    let endless = assistant_fn(|_: MessageReceived, _: Context| async move {
+        let ticks = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((Ok::<_, std::convert::Infallible>("tick "), ()))
+        });
+        Ok::<_, BoxError>(partner_webhook::Reply::stream(ticks))
+    });
+    let server = TestServer::start(config, endless).await;
+    let mut connection = Connection::open(server.addr).await;
+    let started = Instant::now();
+    connection.write(&signed_post(&payload("forever"))).await;
+    assert_eq!(connection.read_head().await.status, 200);
+    let mut frames = 0;
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        assert!(started.elapsed() < IO_TIMEOUT, "the stream was never cut");
+        let read = tokio::time::timeout(IO_TIMEOUT, connection.read_raw(&mut buffer))
+            .await
+            .expect("the stream was never cut");
+        if read == 0 {
+            break;
+        }
+        frames += 1;
+    }
+    let lived = started.elapsed();
+    assert!(frames > 5, "only {frames} reads before the cut");
+    assert!(
+        lived >= Duration::from_millis(800) && lived < Duration::from_secs(5),
+        "cut after {lived:?}"
+    );
+}

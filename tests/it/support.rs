@@ -350,6 +350,11 @@ impl Connection {
         }
     }
 
+    /// One read of whatever arrived; 0 at end of stream (or a reset).
+    pub async fn read_raw(&mut self, buffer: &mut [u8]) -> usize {
+        self.stream.read(buffer).await.unwrap_or(0)
+    }
+
     /// Everything left until the server closes, as text.
     pub async fn read_to_end(&mut self) -> String {
         let mut rest = Vec::new();
