@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
@@ -153,7 +153,9 @@ struct CountedRequests {
     max_requests: usize,
 }
 
-/// Requests started and finished on one connection.
+/// Requests started and finished on one connection; a request finishes
+/// when its response body is dropped (after its last byte, a streamed reply
+/// included), not when its handler returns.
 #[derive(Debug, Default)]
 struct RequestCounts {
     started: AtomicUsize,
@@ -169,10 +171,10 @@ impl RequestCounts {
 }
 
 type CountedFuture =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, std::convert::Infallible>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Response<CountedBody>, std::convert::Infallible>> + Send>>;
 
 impl hyper::service::Service<Request<Incoming>> for CountedRequests {
-    type Response = Response<ResponseBody>;
+    type Response = Response<CountedBody>;
     type Error = std::convert::Infallible;
     type Future = CountedFuture;
 
@@ -182,14 +184,45 @@ impl hyper::service::Service<Request<Incoming>> for CountedRequests {
         let counts = Arc::clone(&self.counts);
         Box::pin(async move {
             let mut response = webhook.handle(request).await;
-            counts.finished.fetch_add(1, Ordering::Relaxed);
             if is_last {
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok(response)
+            Ok(response.map(|body| CountedBody { body, counts }))
         })
+    }
+}
+
+/// A response body that counts its request as finished when dropped.
+struct CountedBody {
+    body: ResponseBody,
+    counts: Arc<RequestCounts>,
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        self.counts.finished.fetch_add(1, Ordering::Relaxed);
     }
 }
 
