@@ -17,21 +17,14 @@
 use std::convert::Infallible;
 use std::error::Error;
 
-use partner_webhook::{Server, assistant_fn};
+use partner_webhook::assistant_fn;
 
 mod common;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let _flush_logs_on_exit = common::init_logging();
-    common::serve_metrics();
-    let mut config = common::config_from_env()?;
-    common::shared_replay_cache(&mut config).await?;
     let echo = assistant_fn(|message, _context| async move {
         Ok::<_, Infallible>(format!("Echo: {}", message.message.content))
     });
-    let server = Server::bind(config.clone(), echo).await?;
-    common::announce(&config, server.local_addr().port());
-    server.serve(common::shutdown_signal()).await;
-    Ok(())
+    common::serve(echo).await
 }

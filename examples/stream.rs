@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::error::Error;
 use std::time::Duration;
 
-use partner_webhook::{Reply, Server, assistant_fn};
+use partner_webhook::{Reply, assistant_fn};
 
 mod common;
 
@@ -24,10 +24,6 @@ const PAUSE: Duration = Duration::from_millis(60);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let _flush_logs_on_exit = common::init_logging();
-    common::serve_metrics();
-    let mut config = common::config_from_env()?;
-    common::shared_replay_cache(&mut config).await?;
     let words = assistant_fn(|message, _context| async move {
         let text = format!("Echo: {}", message.message.content);
         // Words keep their following space, so the chunks join back to `text`.
@@ -39,8 +35,5 @@ async fn main() -> Result<(), Box<dyn Error>> {
         });
         Ok::<_, Infallible>(Reply::stream(chunks))
     });
-    let server = Server::bind(config.clone(), words).await?;
-    common::announce(&config, server.local_addr().port());
-    server.serve(common::shutdown_signal()).await;
-    Ok(())
+    common::serve(words).await
 }

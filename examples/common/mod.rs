@@ -3,12 +3,25 @@
 
 use std::error::Error;
 
-use partner_webhook::{Config, ReplyFormat, Secret};
+use partner_webhook::{Assistant, Config, ReplyFormat, Secret, Server};
 use tracing_subscriber::EnvFilter;
+
+/// Starts logging and the metrics endpoint, then serves `assistant` with
+/// the configuration the environment asks for, until Ctrl-C or SIGTERM.
+pub(crate) async fn serve(assistant: impl Assistant) -> Result<(), Box<dyn Error>> {
+    let _flush_logs_on_exit = init_logging();
+    serve_metrics();
+    let mut config = config_from_env()?;
+    shared_replay_cache(&mut config).await?;
+    let server = Server::bind(config.clone(), assistant).await?;
+    announce(&config, server.local_addr().port());
+    server.serve(shutdown_signal()).await;
+    Ok(())
+}
 
 /// With `REDIS_URL` set (and the `redis` feature), replays are refused across
 /// every instance sharing that Redis.
-pub(crate) async fn shared_replay_cache(config: &mut Config) -> Result<(), Box<dyn Error>> {
+async fn shared_replay_cache(config: &mut Config) -> Result<(), Box<dyn Error>> {
     let Ok(url) = std::env::var("REDIS_URL") else {
         return Ok(());
     };
@@ -31,7 +44,7 @@ pub(crate) async fn shared_replay_cache(config: &mut Config) -> Result<(), Box<d
 /// Serves the metrics as Prometheus text on `METRICS_ADDR` (default
 /// `127.0.0.1:9464`, `off` for none): its own address, never the public
 /// webhook port. A failure to listen is logged, not fatal.
-pub(crate) fn serve_metrics() {
+fn serve_metrics() {
     let addr = std::env::var("METRICS_ADDR").unwrap_or_else(|_| "127.0.0.1:9464".to_owned());
     if addr == "off" {
         return;
@@ -54,7 +67,7 @@ pub(crate) fn serve_metrics() {
 /// Logs at `info` unless `RUST_LOG` says otherwise, through a background
 /// thread: a request never waits for the terminal or the file the log goes
 /// to. Keep the returned guard until the end of `main`; dropping it flushes.
-pub(crate) fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -74,7 +87,7 @@ pub(crate) fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
 ///   The synchronous run API needs `json`.
 /// - `PLATFORM_API_URL` (e.g. `http://localhost:8000`): store streamed replies
 ///   through the platform's Partner API, so they stay on the Chat screen.
-pub(crate) fn config_from_env() -> Result<Config, Box<dyn Error>> {
+fn config_from_env() -> Result<Config, Box<dyn Error>> {
     let port = match std::env::var("PORT") {
         Ok(port) => port
             .parse::<u16>()
@@ -139,7 +152,7 @@ pub(crate) fn config_from_env() -> Result<Config, Box<dyn Error>> {
 }
 
 /// The startup line: where to point the App, and what each dashboard path gets.
-pub(crate) fn announce(config: &Config, port: u16) {
+fn announce(config: &Config, port: u16) {
     let what = match config.reply_format {
         ReplyFormat::Json => {
             "replies as JSON: the run API and Test webhook work; the Chat screen needs \
@@ -155,7 +168,7 @@ pub(crate) fn announce(config: &Config, port: u16) {
 }
 
 /// Ctrl-C, or SIGTERM from a process manager or container runtime.
-pub(crate) async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

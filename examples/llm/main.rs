@@ -14,18 +14,12 @@
 
 use std::error::Error;
 
-use partner_webhook::Server;
-
 mod assistant;
 #[path = "../common/mod.rs"]
 mod common;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let _flush_logs_on_exit = common::init_logging();
-    common::serve_metrics();
-    let mut config = common::config_from_env()?;
-    common::shared_replay_cache(&mut config).await?;
     let env =
         |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     let llm = assistant::Llm::new(
@@ -37,8 +31,5 @@ async fn main() -> Result<(), Box<dyn Error>> {
             "You are a helpful assistant. Answer briefly, in the user's language.",
         ),
     );
-    let server = Server::bind(config.clone(), llm).await?;
-    common::announce(&config, server.local_addr().port());
-    server.serve(common::shutdown_signal()).await;
-    Ok(())
+    common::serve(llm).await
 }
