@@ -231,20 +231,25 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let body = &mut *self;
-        // Whatever the stream logs belongs to this request.
-        let _in_span = body.guard.span().clone().entered();
         match &mut body.kind {
             BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            BodyKind::Sse(frames) => match frames.poll_next_frame(cx) {
-                Poll::Ready(Some((frame, ended))) => {
-                    if let Some(outcome) = ended {
-                        body.guard.set_outcome(outcome);
+            BodyKind::Sse(frames) => {
+                let polled = {
+                    // Whatever the stream logs belongs to this request.
+                    let _in_span = body.guard.span().enter();
+                    frames.poll_next_frame(cx)
+                };
+                match polled {
+                    Poll::Ready(Some((frame, ended))) => {
+                        if let Some(outcome) = ended {
+                            body.guard.set_outcome(outcome);
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(frame))))
                     }
-                    Poll::Ready(Some(Ok(Frame::data(frame))))
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 
