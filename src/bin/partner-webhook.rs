@@ -337,6 +337,27 @@ struct Verdict {
     problems: Vec<String>,
 }
 
+impl Verdict {
+    /// Both paths' first rule: exactly 200. Anything else is shown to the end
+    /// user with the first 200 characters of its body.
+    fn of_status(received: &Received) -> Self {
+        let mut verdict = Verdict {
+            reply: None,
+            frames: Vec::new(),
+            problems: Vec::new(),
+        };
+        if received.status != 200 {
+            let body = body_of(received);
+            let shown: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+            verdict.problems.push(format!(
+                "status {} (the end user sees: {shown})",
+                received.status
+            ));
+        }
+        verdict
+    }
+}
+
 fn body_of(received: &Received) -> Vec<u8> {
     received
         .reads
@@ -348,20 +369,11 @@ fn body_of(received: &Received) -> Vec<u8> {
 /// The run API's and Test button's rules: exactly 200, a JSON object with a
 /// non-null `reply` (a non-string one is shown through Python's `str()`).
 fn judge_json(received: &Received) -> Verdict {
-    let body = body_of(received);
-    let mut verdict = Verdict {
-        reply: None,
-        frames: Vec::new(),
-        problems: Vec::new(),
-    };
-    if received.status != 200 {
-        let shown: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-        verdict.problems.push(format!(
-            "status {} (the end user sees: {shown})",
-            received.status
-        ));
+    let mut verdict = Verdict::of_status(received);
+    if !verdict.problems.is_empty() {
         return verdict;
     }
+    let body = body_of(received);
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(object)) => match object.get("reply") {
             None | Some(Value::Null) => verdict
@@ -383,18 +395,8 @@ fn judge_json(received: &Received) -> Verdict {
 /// The Chat screen's rules: 200, `text/event-stream`, well-formed ASCII
 /// events (`event:` then one `data:` line of JSON), ending with `done`.
 fn judge_stream(received: &Received) -> Verdict {
-    let mut verdict = Verdict {
-        reply: None,
-        frames: Vec::new(),
-        problems: Vec::new(),
-    };
-    if received.status != 200 {
-        let body = body_of(received);
-        let shown: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-        verdict.problems.push(format!(
-            "status {} (the end user sees: {shown})",
-            received.status
-        ));
+    let mut verdict = Verdict::of_status(received);
+    if !verdict.problems.is_empty() {
         return verdict;
     }
     if !received.content_type.contains("text/event-stream") {
