@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hyper::HeaderMap;
+use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -62,7 +63,7 @@ impl Outcome {
 pub(crate) struct RequestGuard {
     span: Span,
     /// `X-App-Id` and `X-Thread-Id`, until the signed body's ids replace them.
-    claimed_ids: Option<[Option<String>; 2]>,
+    claimed_ids: Option<[Option<HeaderValue>; 2]>,
     started: Instant,
     outcome: Outcome,
     refusals: Arc<RefusalLog>,
@@ -96,9 +97,10 @@ impl RequestGuard {
         );
         RequestGuard {
             span,
+            // Shared, not copied: most requests replace them with the body's.
             claimed_ids: Some([
-                header_text(&parts.headers, "x-app-id"),
-                header_text(&parts.headers, "x-thread-id"),
+                parts.headers.get("x-app-id").cloned(),
+                parts.headers.get("x-thread-id").cloned(),
             ]),
             started: Instant::now(),
             outcome: Outcome::Streaming,
@@ -140,7 +142,9 @@ impl RequestGuard {
     pub(crate) fn take_ids_from_body(&mut self, headers: &HeaderMap, message: &MessageReceived) {
         self.claimed_ids = None;
         let disagrees = |name: &str, signed: &str| {
-            header_text(headers, name).is_some_and(|claimed| claimed != signed)
+            headers
+                .get(name)
+                .is_some_and(|claimed| claimed.as_bytes() != signed.as_bytes())
         };
         if disagrees("x-app-id", &message.app.id) || disagrees("x-thread-id", &message.thread.id) {
             self.span.in_scope(|| {
@@ -167,9 +171,15 @@ impl RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         if let Some([app_id, thread_id]) = self.claimed_ids.take() {
-            self.span.record("app_id", app_id.as_deref().unwrap_or("-"));
-            self.span
-                .record("thread_id", thread_id.as_deref().unwrap_or("-"));
+            let text = |value: &Option<HeaderValue>| -> String {
+                value
+                    .as_ref()
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            self.span.record("app_id", text(&app_id).as_str());
+            self.span.record("thread_id", text(&thread_id).as_str());
         }
         let _in_span = self.span.enter();
         self.record_metrics();
