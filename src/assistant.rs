@@ -121,13 +121,16 @@ pub(crate) async fn call(
     match CatchUnwind(assistant.reply(message, context)).await {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(error)) => Err(RequestError::Assistant(error)),
-        Err(panic) => Err(RequestError::Assistant(panic_message(panic).into())),
+        Err(panic) => Err(RequestError::Assistant(
+            format!("assistant panicked: {}", panic_message(panic)).into(),
+        )),
     }
 }
 
-/// Polls the assistant's future inside `catch_unwind`, so a panic reaches the
-/// client as a 500 rather than as a connection closed without an answer.
-struct CatchUnwind<F>(F);
+/// Polls a future of the user's inside `catch_unwind`: an assistant's panic
+/// reaches the client as a 500 rather than as a connection closed without an
+/// answer, and an event handler's is logged with its event.
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
 
 impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
@@ -144,11 +147,12 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
     }
 }
 
+/// The text a panic was raised with.
 pub(crate) fn panic_message(panic: Box<dyn Any + Send>) -> String {
-    let text = panic
+    panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("non-text panic payload");
-    format!("assistant panicked: {text}")
+        .unwrap_or("non-text panic payload")
+        .to_owned()
 }

@@ -302,6 +302,11 @@ impl Config {
             (false, true) => return Err(SetupError::SecretsAndUnsigned),
             _ => {}
         }
+        self.validate_limits()
+    }
+
+    /// Everything but the secrets, which only the assistant's path uses.
+    pub(crate) fn validate_limits(&self) -> Result<(), SetupError> {
         let invalid = |field, reason| Err(SetupError::InvalidConfig { field, reason });
         for (field, value) in [
             ("body_limit", self.body_limit),
@@ -410,6 +415,23 @@ pub enum SetupError {
         /// What it must be instead.
         reason: &'static str,
     },
+    /// An event route's settings cannot work.
+    InvalidEventRoute {
+        /// The route's path.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An event route's scheme signs no timestamp, so a captured event stays
+    /// valid forever and only the dedupe memory catches a replay; refused
+    /// unless [`EventsConfig::accept_replays_caught_by_dedupe_only`](crate::EventsConfig::accept_replays_caught_by_dedupe_only)
+    /// is set.
+    UnboundedReplays {
+        /// The route's path.
+        path: String,
+        /// The scheme's name.
+        scheme: &'static str,
+    },
     /// The listening socket could not be bound.
     Bind {
         /// The address from [`Config::addr`].
@@ -438,6 +460,16 @@ impl fmt::Display for SetupError {
             SetupError::InvalidConfig { field, reason } => {
                 write!(f, "invalid Config::{field}: {reason}")
             }
+            SetupError::InvalidEventRoute { path, reason } => {
+                write!(f, "invalid event route {path}: {reason}")
+            }
+            SetupError::UnboundedReplays { path, scheme } => write!(
+                f,
+                "event route {path}: the {scheme} scheme signs no timestamp, so a captured \
+                 event can be replayed whenever the dedupe memory has forgotten it \
+                 (after dedupe_window, or when a full cache drops it); call \
+                 EventsConfig::accept_replays_caught_by_dedupe_only() to accept that"
+            ),
             SetupError::Bind { addr, .. } => write!(f, "could not listen on {addr}"),
         }
     }

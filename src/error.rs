@@ -19,6 +19,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RequestError {
+    /// 404: no route serves this path (a [`Webhook`](crate::Webhook) without
+    /// an assistant serves only its event routes).
+    NotFound,
     /// 405: only `POST` (and `GET /healthz`) are served.
     MethodNotAllowed {
         /// The method that was used.
@@ -86,6 +89,10 @@ pub enum Overload {
     BodyMemory,
     /// The replay store (e.g. Redis) could not answer.
     ReplayStore,
+    /// An event route's queue holds
+    /// [`EventsConfig::queue_capacity`](crate::EventsConfig::queue_capacity)
+    /// events not yet handled, or the server is shutting down.
+    EventQueue,
 }
 
 impl fmt::Display for Overload {
@@ -94,6 +101,7 @@ impl fmt::Display for Overload {
             Overload::ReplySlots => "too many replies in progress",
             Overload::BodyMemory => "too many request bodies in memory",
             Overload::ReplayStore => "replay store unavailable",
+            Overload::EventQueue => "event queue full",
         })
     }
 }
@@ -104,6 +112,7 @@ impl RequestError {
     /// `signature_mismatch`, `replayed`, `body_too_large`, `overloaded_replies`, ...).
     pub fn reason(&self) -> &'static str {
         match self {
+            RequestError::NotFound => "not_found",
             RequestError::MethodNotAllowed { .. } => "method_not_allowed",
             RequestError::UnsupportedMediaType { .. } => "unsupported_media_type",
             RequestError::PayloadTooLarge { .. } => "body_too_large",
@@ -126,6 +135,7 @@ impl RequestError {
                 Overload::ReplySlots => "overloaded_replies",
                 Overload::BodyMemory => "overloaded_bodies",
                 Overload::ReplayStore => "replay_store_unavailable",
+                Overload::EventQueue => "overloaded_events",
             },
             RequestError::ReplyTimeout { .. } => "deadline_missed",
         }
@@ -134,6 +144,7 @@ impl RequestError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
+            RequestError::NotFound => StatusCode::NOT_FOUND,
             RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -152,6 +163,7 @@ impl RequestError {
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            RequestError::NotFound => f.write_str("no webhook is served at this path"),
             RequestError::MethodNotAllowed { method, allow } => {
                 write!(f, "method {method} not allowed here; use {allow}")
             }

@@ -16,6 +16,7 @@ use tracing::field::Empty;
 use tracing::{Span, debug, error, info, info_span, warn};
 
 use crate::error::RequestError;
+use crate::events::Event;
 use crate::measure::{self, InFlight};
 use crate::payload::MessageReceived;
 
@@ -27,6 +28,9 @@ pub(crate) enum Outcome {
     Streaming,
     Healthy,
     Replied,
+    /// Another platform's event, answered `{"status": ...}`: `received`
+    /// (queued) or `duplicate`.
+    Acknowledged(&'static str),
     /// The configured fallback, sent because the assistant missed the deadline.
     Fallback,
     /// A stream that ended with an `error` event after its `200`.
@@ -94,6 +98,8 @@ impl RequestGuard {
             app_id = Empty,
             thread_id = Empty,
             message_id = Empty,
+            event_id = Empty,
+            event_kind = Empty,
         );
         RequestGuard {
             span,
@@ -130,6 +136,27 @@ impl RequestGuard {
     /// the assistant, and a stream it returns, may still hold the body.
     pub(crate) fn hold_memory(&mut self, memory: OwnedSemaphorePermit) {
         self.memory = Some(memory);
+    }
+
+    /// Hands the body's share of the memory budget to whatever keeps the body
+    /// past the response (a queued event).
+    pub(crate) fn take_memory(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.memory.take()
+    }
+
+    /// Another platform's event: this platform's id headers mean nothing here.
+    pub(crate) fn for_event_route(&mut self) {
+        self.claimed_ids = None;
+    }
+
+    /// Names the request by its event.
+    pub(crate) fn name_event(&mut self, event: &Event) {
+        if let Some(id) = &event.id {
+            self.span.record("event_id", id.as_str());
+        }
+        if let Some(kind) = &event.kind {
+            self.span.record("event_kind", kind.as_str());
+        }
     }
 
     pub(crate) fn set_outcome(&mut self, outcome: Outcome) {
@@ -187,6 +214,12 @@ impl Drop for RequestGuard {
         match &self.outcome {
             Outcome::Healthy => debug!(status = 200, %latency_ms, "health check"),
             Outcome::Replied => info!(status = 200, %latency_ms, "replied"),
+            Outcome::Acknowledged("duplicate") => info!(
+                status = 200,
+                %latency_ms,
+                "duplicate event acknowledged; its handler is not called again"
+            ),
+            Outcome::Acknowledged(_) => info!(status = 200, %latency_ms, "event queued"),
             Outcome::Fallback => warn!(
                 status = 200,
                 %latency_ms,
@@ -242,6 +275,8 @@ impl RequestGuard {
             }
             Outcome::Healthy => ("probe", 200),
             Outcome::Replied => ("replied", 200),
+            Outcome::Acknowledged("duplicate") => ("event_duplicate", 200),
+            Outcome::Acknowledged(_) => ("event_received", 200),
             Outcome::Fallback => ("fallback", 200),
             Outcome::StreamFailed { timed_out, .. } => {
                 measure::stream_cut(if *timed_out { "timeout" } else { "error" });

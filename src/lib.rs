@@ -16,9 +16,10 @@
 //! 3. **limits** (`limits`): `Content-Type`, then the body size, from `Content-Length`
 //!    before reading and again while reading, a read timeout, and a memory budget
 //!    shared by all requests, charged for what the process really holds;
-//! 4. **verify** (`signature`), in two halves: `X-Timestamp` / `X-Signature` and the
-//!    replay window are judged from the headers alone, before the body is read, so
-//!    a client without the secret is refused at once; then the body is checked in
+//! 4. **verify** (`scheme`, `signature`), in two halves: the signature headers
+//!    (`X-Timestamp` / `X-Signature` here, another platform's by its [`Scheme`]) and
+//!    the replay window are judged from the headers alone, before the body is read,
+//!    so a client without the secret is refused at once; then the body is checked in
 //!    constant time, with the platform's escaping quirk (it signs non-ASCII as
 //!    `\uXXXX` but sends raw UTF-8, see [`escape_non_ascii`]);
 //! 5. **replay** (`replay`): once a reply slot is free, the signature is recorded and
@@ -30,6 +31,12 @@
 //!    stream of SSE events ([`ReplyFormat`]), or a JSON error with the status of its
 //!    [`RequestError`]. The request's guard (`guard`) moves into the body: it holds the
 //!    reply slot until the last byte, and logs the request when the body is dropped.
+//!
+//! **Other platforms' events** take a shorter road after step 4 (`events`): on the
+//! paths given to [`Webhook::route`], a verified event is de-duplicated by its
+//! signature and delivery id, answered `200 {"status":"received"}` (or
+//! `"duplicate"`), and handed to your [`EventHandler`] on a bounded queue after the
+//! answer. See [`EventsConfig`].
 //!
 //! Around the journey: `GET /healthz` (liveness) and `GET /readyz` (readiness, which
 //! follows the replay store); metrics through the [`metrics`](https://docs.rs/metrics)
@@ -112,6 +119,8 @@ mod connection;
 mod webhook;
 // Limits before and while reading the body.
 mod limits;
+// Verify: how each platform signs, as data.
+mod scheme;
 // Verify the signature.
 mod signature;
 // Refuse exact replays.
@@ -123,6 +132,8 @@ mod replay_redis;
 mod payload;
 // Call the assistant.
 mod assistant;
+// Or, for another platform's event: de-duplicate, queue, acknowledge, handle.
+mod events;
 // Reply bytes out.
 mod response;
 // Reply bytes out, streamed as SSE frames.
@@ -140,11 +151,16 @@ pub use assistant::{Assistant, AssistantFn, Context, assistant_fn};
 pub use async_trait::async_trait;
 pub use config::{Config, ReplyFormat, Secret, SetupError};
 pub use error::{BoxError, Overload, RequestError};
+pub use events::{
+    Event, EventHandler, EventHandlerFn, EventsConfig, SendSevenEvent, WhatsAppEvent,
+    event_handler_fn,
+};
 pub use payload::{App, HistoryEntry, Message, MessageReceived, Role, Thread};
 pub use replay::{MemoryReplayCache, ReplayCache};
 #[cfg(feature = "redis")]
 pub use replay_redis::RedisReplayCache;
 pub use response::{Reply, ResponseBody};
+pub use scheme::{Encoding, Scheme};
 pub use server::Server;
 pub use signature::{
     SIGNATURE_HEADER, SignatureError, SignedHeaders, TIMESTAMP_HEADER, Verified, Verifier,

@@ -17,6 +17,8 @@
 //! | `partner_webhook_sse_frames_total` | counter | `event` |
 //! | `partner_webhook_streams_cut_total` | counter | `why` (`client_hung_up`, `error`, `timeout`) |
 //! | `partner_webhook_stored_replies_total` | counter | `result` (`ok`, `failed`) |
+//! | `partner_webhook_events_queued` | gauge | (accepted events not yet handled, all routes) |
+//! | `partner_webhook_events_handled_total` | counter | `result` (`ok`, `failed`, `panicked`, `dropped`) |
 
 use metrics::{counter, gauge, histogram};
 
@@ -76,6 +78,14 @@ pub(crate) fn stream_cut(why: &'static str) {
 pub(crate) fn stored(ok: bool) {
     let result = if ok { "ok" } else { "failed" };
     counter!("partner_webhook_stored_replies_total", "result" => result).increment(1);
+}
+
+pub(crate) fn event_queued(change: f64) {
+    gauge!("partner_webhook_events_queued").increment(change);
+}
+
+pub(crate) fn event_handled(result: &'static str) {
+    counter!("partner_webhook_events_handled_total", "result" => result).increment(1);
 }
 
 /// Counts one unit in a gauge while alive.

@@ -280,6 +280,8 @@ pub(crate) enum Answer {
     Sse(Box<SseFrames>),
     /// A probe's answer: `{"status": ...}`.
     Healthy(&'static str),
+    /// An event's answer: `{"status": ...}`, `received` or `duplicate`.
+    Acknowledged(&'static str),
 }
 
 /// The platform shows the first 200 characters of an error body to the end
@@ -300,6 +302,11 @@ pub(crate) fn build(
             StatusCode::OK,
             json!({ "status": status }).to_string().into_bytes(),
             Outcome::Healthy,
+        ),
+        Ok(Answer::Acknowledged(status)) => (
+            StatusCode::OK,
+            json!({ "status": status }).to_string().into_bytes(),
+            Outcome::Acknowledged(status),
         ),
         Err(error) => return refusal(&error, guard),
     };

@@ -54,6 +54,37 @@ pub struct Server {
 }
 
 impl Server {
+    /// Serves a [`Webhook`] you built, e.g. one with event routes
+    /// ([`Webhook::route`]), on a listener you bound yourself;
+    /// [`Config::addr`] is ignored, and `config`'s connection settings apply.
+    ///
+    /// ```no_run
+    /// # use std::convert::Infallible;
+    /// use partner_webhook::{event_handler_fn, Config, EventsConfig, Scheme, Secret, Server, Webhook};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = Config::default().addr(([0, 0, 0, 0], 8080));
+    /// let sendseven = EventsConfig::new(Scheme::sendseven(), Secret::new("s7-secret")?);
+    /// let log = event_handler_fn(|event| async move {
+    ///     tracing::info!(id = ?event.id, "event");
+    ///     Ok::<_, Infallible>(())
+    /// });
+    /// let webhook = Webhook::for_events(&config)?.route("/sendseven", &sendseven, log)?;
+    /// let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    /// let server = Server::with_webhook(listener, &config, webhook)?;
+    /// server.serve(async { tokio::signal::ctrl_c().await.ok(); }).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_webhook(
+        listener: TcpListener,
+        config: &Config,
+        webhook: Webhook,
+    ) -> Result<Self, SetupError> {
+        config.validate_limits()?;
+        Self::serving(listener, config, webhook)
+    }
+
     /// Validates the configuration, then listens on [`Config::addr`].
     pub async fn bind(config: Config, assistant: impl Assistant) -> Result<Self, SetupError> {
         let webhook = Webhook::new(&config, assistant)?;
@@ -63,7 +94,7 @@ impl Server {
                 addr: config.addr,
                 source,
             })?;
-        Self::with_webhook(listener, &config, webhook)
+        Self::serving(listener, &config, webhook)
     }
 
     /// Serves on a listener you bound yourself (e.g. port 0 in tests);
@@ -74,10 +105,10 @@ impl Server {
         assistant: impl Assistant,
     ) -> Result<Self, SetupError> {
         let webhook = Webhook::new(&config, assistant)?;
-        Self::with_webhook(listener, &config, webhook)
+        Self::serving(listener, &config, webhook)
     }
 
-    fn with_webhook(
+    fn serving(
         listener: TcpListener,
         config: &Config,
         webhook: Webhook,
@@ -113,7 +144,8 @@ impl Server {
     /// Serves until `shutdown` resolves. Then it stops accepting (new
     /// connections are refused), lets the requests in flight finish for up to
     /// [`Config::shutdown_grace`], cuts the connections still open after that,
-    /// and returns.
+    /// gives queued events what is left of the grace
+    /// ([`Webhook::drain_events`]), and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let (shutdown_sender, _) = watch::channel(false);
         let (make_room, _) = watch::channel(0u64);
@@ -178,17 +210,18 @@ impl Server {
             "shutting down: finishing requests in flight"
         );
         let _ = shutdown_sender.send(true);
+        let grace_ends = tokio::time::Instant::now() + self.shutdown_grace;
         let drained = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.shutdown_grace, drained)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(grace_ends, drained).await.is_err() {
             warn!(
                 connections = connections.len(),
                 "grace period over; cutting the connections still open"
             );
         }
         connections.shutdown().await;
+        // Events accepted by the connections just closed get what is left.
+        let left = grace_ends.saturating_duration_since(tokio::time::Instant::now());
+        self.webhook.drain_events(left).await;
         info!("shut down");
     }
 }

@@ -1,5 +1,6 @@
-//! Verify: `X-Timestamp` and `X-Signature` against the raw body, constant time,
-//! inside the replay window, with the platform's escaping quirk handled.
+//! Verify: a scheme's signature (this platform's `X-Timestamp` and
+//! `X-Signature` by default) against the raw body, constant time, inside the
+//! replay window, with the platform's escaping quirk handled.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,6 +10,7 @@ use hmac::Mac;
 use hyper::HeaderMap;
 
 use crate::config::{HmacSha256, Secret, SetupError};
+use crate::scheme::{Encoding, Header, Scheme};
 
 /// Name of the header that carries the signing time (unix seconds).
 pub const TIMESTAMP_HEADER: &str = "x-timestamp";
@@ -153,18 +155,20 @@ fn decode_utf8(bytes: &[u8]) -> (u32, usize) {
 pub enum SignatureError {
     /// The header is absent.
     Missing {
-        /// `X-Timestamp` or `X-Signature`.
+        /// The header, as its scheme spells it (`X-Timestamp`, `X-Signature`, ...).
         header: &'static str,
     },
     /// The header is present but not of the expected form, or sent twice.
     Malformed {
-        /// `X-Timestamp` or `X-Signature`.
+        /// The header, as its scheme spells it.
         header: &'static str,
         /// What the value should have looked like.
         expected: &'static str,
     },
-    /// `X-Timestamp` is further from the server clock than the replay window.
+    /// The signed timestamp is further from the server clock than the replay window.
     OutsideWindow {
+        /// The timestamp header, as its scheme spells it (`X-Timestamp`, ...).
+        header: &'static str,
         /// Signed time minus server time, in seconds (negative: in the past).
         skew_secs: i128,
         /// The configured window, in seconds.
@@ -184,6 +188,7 @@ impl fmt::Display for SignatureError {
                 write!(f, "malformed {header} header: expected {expected}")
             }
             SignatureError::OutsideWindow {
+                header,
                 skew_secs,
                 window_secs,
             } => {
@@ -194,7 +199,7 @@ impl fmt::Display for SignatureError {
                 };
                 write!(
                     f,
-                    "X-Timestamp is {} s {direction}, outside the {window_secs} s replay window",
+                    "{header} is {} s {direction}, outside the {window_secs} s replay window",
                     skew_secs.unsigned_abs()
                 )
             }
@@ -214,16 +219,19 @@ impl std::error::Error for SignatureError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Verified {
-    /// The signed `X-Timestamp`, unix seconds.
-    pub timestamp: u64,
-    /// The decoded `X-Signature` digest; unique per genuine request, since the
-    /// platform puts a microsecond timestamp in every body.
+    /// The signed timestamp (`X-Timestamp` on this platform), unix seconds;
+    /// `None` for a scheme that signs none.
+    pub timestamp: Option<u64>,
+    /// The decoded signature digest. This platform puts a microsecond
+    /// timestamp in every body, so it is unique per genuine request there.
     pub signature: [u8; DIGEST_LEN],
     /// Which of the configured secrets matched, as an index into them.
     pub secret_index: usize,
 }
 
-/// Checks `X-Timestamp` / `X-Signature` against one or more secrets.
+/// Checks a request's signature against one or more secrets, by a
+/// [`Scheme`]: this platform's `X-Timestamp` / `X-Signature` unless told
+/// otherwise.
 ///
 /// [`Webhook`](crate::Webhook) uses it on every request; it is public for
 /// servers built on another stack.
@@ -240,26 +248,33 @@ pub struct Verified {
 /// headers.insert("x-timestamp", "1763899200".parse()?);
 /// headers.insert("x-signature", sign(&secret, 1_763_899_200, body).parse()?);
 /// let verified = verifier.verify_at(&headers, body, 1_763_899_260)?;
-/// assert_eq!(verified.timestamp, 1_763_899_200);
+/// assert_eq!(verified.timestamp, Some(1_763_899_200));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Verifier {
     secrets: Vec<Secret>,
-    window_secs: u64,
+    scheme: Scheme,
 }
 
 impl Verifier {
-    /// A verifier accepting any of `secrets`, with the given replay window.
-    /// Fails with [`SetupError::NoSecret`] when `secrets` is empty.
+    /// A verifier of this platform's [`Scheme::platform`] accepting any of
+    /// `secrets`, with the given replay window. Fails with
+    /// [`SetupError::NoSecret`] when `secrets` is empty.
     pub fn new(secrets: Vec<Secret>, replay_window: Duration) -> Result<Self, SetupError> {
+        Verifier::with_scheme(
+            Scheme::platform().with_replay_window(replay_window),
+            secrets,
+        )
+    }
+
+    /// A verifier of `scheme` accepting any of `secrets`. Fails with
+    /// [`SetupError::NoSecret`] when `secrets` is empty.
+    pub fn with_scheme(scheme: Scheme, secrets: Vec<Secret>) -> Result<Self, SetupError> {
         if secrets.is_empty() {
             return Err(SetupError::NoSecret);
         }
-        Ok(Verifier {
-            secrets,
-            window_secs: replay_window.as_secs(),
-        })
+        Ok(Verifier { secrets, scheme })
     }
 
     /// Verifies against the system clock.
@@ -282,38 +297,55 @@ impl Verifier {
         self.verify_body(&signed, body)
     }
 
-    /// The part of verification that needs no body: both headers present once,
-    /// well formed, and `X-Timestamp` within the replay window of `now` (unix
-    /// seconds). A request that fails here can be refused before its body is
-    /// read.
+    /// The part of verification that needs no body: the scheme's headers
+    /// present once, well formed, and a signed timestamp within the replay
+    /// window of `now` (unix seconds). A request that fails here can be
+    /// refused before its body is read.
     pub fn check_headers<'h>(
         &self,
         headers: &'h HeaderMap,
         now: u64,
     ) -> Result<SignedHeaders<'h>, SignatureError> {
-        let timestamp_text = single_header(headers, TIMESTAMP_HEADER, "X-Timestamp")?;
-        let signature_text = single_header(headers, SIGNATURE_HEADER, "X-Signature")?;
-        let timestamp = parse_timestamp(timestamp_text)?;
-        let tag = parse_signature(signature_text)?;
+        let timestamp_text = match self.scheme.timestamp() {
+            Some(rule) => Some(single_header(headers, &rule.header)?),
+            None => None,
+        };
+        let signature = self.scheme.signature();
+        let tag = parse_signature(
+            single_header(headers, signature)?,
+            signature.display,
+            self.scheme.encoding(),
+        )?;
+        let (Some(rule), Some(text)) = (self.scheme.timestamp(), timestamp_text) else {
+            return Ok(SignedHeaders {
+                timestamp_text: None,
+                timestamp: None,
+                tag,
+            });
+        };
+        let timestamp = parse_timestamp(text, rule.header.display)?;
+        let window_secs = rule.window.as_secs();
         let skew_secs = i128::from(timestamp) - i128::from(now);
-        if skew_secs.unsigned_abs() > u128::from(self.window_secs) {
+        if skew_secs.unsigned_abs() > u128::from(window_secs) {
             return Err(SignatureError::OutsideWindow {
+                header: rule.header.display,
                 skew_secs,
-                window_secs: self.window_secs,
+                window_secs,
             });
         }
         Ok(SignedHeaders {
-            timestamp_text,
-            timestamp,
+            timestamp_text: Some(text),
+            timestamp: Some(timestamp),
             tag,
         })
     }
 
     /// Checks the body against headers that passed [`check_headers`](Verifier::check_headers).
     ///
-    /// A body with a byte >= 0x7f is checked first in the form the platform
-    /// really signs ([`escape_non_ascii`]), then raw (a sender that signs
-    /// what it sends); any other body only raw.
+    /// On this platform's scheme, a body with a byte >= 0x7f is checked first
+    /// in the form its sender really signs ([`escape_non_ascii`]), then raw (a
+    /// sender that signs what it sends); any other body, and every body of
+    /// another scheme, only raw.
     pub fn verify_body(
         &self,
         signed: &SignedHeaders<'_>,
@@ -324,17 +356,21 @@ impl Verifier {
             signature: signed.tag,
             secret_index,
         };
+        let signed_prefix = |mac: &mut HmacSha256| {
+            if let Some(timestamp) = signed.timestamp_text {
+                mac.update(timestamp);
+                mac.update(b".");
+            }
+        };
         let raw_match = || {
             self.matching_secret(&signed.tag, |mac| {
-                mac.update(signed.timestamp_text);
-                mac.update(b".");
+                signed_prefix(mac);
                 mac.update(body);
             })
         };
         let escaped_match = |json: &str| {
             self.matching_secret(&signed.tag, |mac| {
-                mac.update(signed.timestamp_text);
-                mac.update(b".");
+                signed_prefix(mac);
                 let mut buffered = BufferedMac::new(mac);
                 write_escaped(json, |piece| buffered.update(piece));
                 buffered.flush();
@@ -344,7 +380,9 @@ impl Verifier {
         // or above 0x7f, so that form is tried first there: a genuine
         // request costs one pass, and only a sender signing raw UTF-8 pays two.
         let matched = match std::str::from_utf8(body) {
-            Ok(json) if needs_escaping(body) => escaped_match(json).or_else(raw_match),
+            Ok(json) if self.scheme.escapes_non_ascii() && needs_escaping(body) => {
+                escaped_match(json).or_else(raw_match)
+            }
             _ => raw_match(),
         };
         if let Some(index) = matched {
@@ -353,9 +391,15 @@ impl Verifier {
         Err(SignatureError::Mismatch)
     }
 
-    /// The replay window, in whole seconds.
-    pub(crate) fn window_secs(&self) -> u64 {
-        self.window_secs
+    /// The replay window, in whole seconds; `None` when the scheme signs no
+    /// timestamp.
+    pub(crate) fn window_secs(&self) -> Option<u64> {
+        self.scheme.replay_window().map(|window| window.as_secs())
+    }
+
+    /// The scheme this verifier checks.
+    pub(crate) fn scheme(&self) -> &Scheme {
+        &self.scheme
     }
 
     /// The secrets this verifier accepts, in the order of
@@ -383,14 +427,14 @@ impl Verifier {
 #[derive(Debug, Clone, Copy)]
 pub struct SignedHeaders<'h> {
     /// As sent: the MAC covers these exact bytes (leading zeros included).
-    timestamp_text: &'h [u8],
-    timestamp: u64,
+    timestamp_text: Option<&'h [u8]>,
+    timestamp: Option<u64>,
     tag: [u8; DIGEST_LEN],
 }
 
 impl SignedHeaders<'_> {
-    /// The signed `X-Timestamp`, unix seconds.
-    pub fn timestamp(&self) -> u64 {
+    /// The signed timestamp, unix seconds; `None` for a scheme that signs none.
+    pub fn timestamp(&self) -> Option<u64> {
         self.timestamp
     }
 }
@@ -440,27 +484,23 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
-fn single_header<'a>(
-    headers: &'a HeaderMap,
-    name: &'static str,
-    display_name: &'static str,
-) -> Result<&'a [u8], SignatureError> {
-    let mut values = headers.get_all(name).iter();
+fn single_header<'a>(headers: &'a HeaderMap, header: &Header) -> Result<&'a [u8], SignatureError> {
+    let mut values = headers.get_all(&header.name).iter();
     let first = values.next().ok_or(SignatureError::Missing {
-        header: display_name,
+        header: header.display,
     })?;
     if values.next().is_some() {
         return Err(SignatureError::Malformed {
-            header: display_name,
+            header: header.display,
             expected: "a single value, but it was sent more than once",
         });
     }
     Ok(first.as_bytes())
 }
 
-fn parse_timestamp(text: &[u8]) -> Result<u64, SignatureError> {
+fn parse_timestamp(text: &[u8], header: &'static str) -> Result<u64, SignatureError> {
     let malformed = SignatureError::Malformed {
-        header: "X-Timestamp",
+        header,
         expected: "whole seconds since the Unix epoch, digits only",
     };
     // Digits only: Rust's integer parsing would also take a leading '+'.
@@ -474,14 +514,23 @@ fn parse_timestamp(text: &[u8]) -> Result<u64, SignatureError> {
         .ok_or(malformed)
 }
 
-fn parse_signature(text: &[u8]) -> Result<[u8; DIGEST_LEN], SignatureError> {
-    let malformed = SignatureError::Malformed {
-        header: "X-Signature",
-        expected: "sha256= followed by 64 hex digits",
+fn parse_signature(
+    text: &[u8],
+    header: &'static str,
+    encoding: Encoding,
+) -> Result<[u8; DIGEST_LEN], SignatureError> {
+    let expected = match encoding {
+        Encoding::PrefixedHex => "sha256= followed by 64 hex digits",
+        Encoding::Hex => "64 hex digits",
+        Encoding::PrefixedOrBareHex => "64 hex digits, after sha256= or alone",
     };
-    let hex = text
-        .strip_prefix(PREFIX.as_bytes())
-        .ok_or(malformed.clone())?;
+    let malformed = SignatureError::Malformed { header, expected };
+    let prefixed = text.strip_prefix(PREFIX.as_bytes());
+    let hex = match (encoding, prefixed) {
+        (Encoding::PrefixedHex | Encoding::PrefixedOrBareHex, Some(hex)) => hex,
+        (Encoding::Hex | Encoding::PrefixedOrBareHex, None) => text,
+        _ => return Err(malformed),
+    };
     if hex.len() != 2 * DIGEST_LEN {
         return Err(malformed);
     }
@@ -532,7 +581,7 @@ mod tests {
             now: u64,
         ) -> Result<u64, SignatureError> {
             self.verify_at(headers, body, now)
-                .map(|verified| verified.timestamp)
+                .map(|verified| verified.timestamp.expect("this platform signs a timestamp"))
         }
     }
 
@@ -647,6 +696,7 @@ mod tests {
         assert!(matches!(
             check(NOW - 301),
             Err(SignatureError::OutsideWindow {
+                header: "X-Timestamp",
                 skew_secs: -301,
                 window_secs: 300
             })
@@ -815,7 +865,7 @@ mod tests {
             verifier
                 .check_headers(&headers, NOW)
                 .map(|signed| signed.timestamp()),
-            Ok(NOW)
+            Ok(Some(NOW))
         );
         assert!(matches!(
             verifier.check_headers(&headers, NOW + 301),
@@ -828,6 +878,54 @@ mod tests {
             Err(SignatureError::Missing {
                 header: "X-Timestamp"
             })
+        );
+    }
+
+    #[test]
+    fn each_encoding_accepts_its_own_forms_only() {
+        let body = br#"{"event":"message"}"#;
+        let mut mac = secret(SECRET).mac();
+        mac.update(body);
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        let prefixed = format!("sha256={hex}");
+        let check = |encoding, value: &str| {
+            let scheme = Scheme::new("test", "X-Webhook-Signature", encoding);
+            let verifier = Verifier::with_scheme(scheme, vec![secret(SECRET)]).expect("one secret");
+            let mut headers = HeaderMap::new();
+            headers.insert("x-webhook-signature", value.parse().expect("valid header"));
+            verifier
+                .verify_at(&headers, body, NOW)
+                .map(|verified| verified.timestamp)
+        };
+        let malformed = |expected| {
+            Err(SignatureError::Malformed {
+                header: "X-Webhook-Signature",
+                expected,
+            })
+        };
+        assert_eq!(check(Encoding::Hex, &hex), Ok(None));
+        assert_eq!(check(Encoding::Hex, &prefixed), malformed("64 hex digits"));
+        assert_eq!(check(Encoding::PrefixedHex, &prefixed), Ok(None));
+        assert_eq!(
+            check(Encoding::PrefixedHex, &hex),
+            malformed("sha256= followed by 64 hex digits")
+        );
+        assert_eq!(check(Encoding::PrefixedOrBareHex, &hex), Ok(None));
+        assert_eq!(check(Encoding::PrefixedOrBareHex, &prefixed), Ok(None));
+        assert_eq!(
+            check(Encoding::PrefixedOrBareHex, &hex.to_uppercase()),
+            Ok(None)
+        );
+        // Signed without a timestamp, so a timestamp-dot-body signature is not it.
+        let with_timestamp = sign(&secret(SECRET), NOW, body);
+        assert_eq!(
+            check(Encoding::PrefixedHex, &with_timestamp),
+            Err(SignatureError::Mismatch)
         );
     }
 }

@@ -282,7 +282,10 @@ impl Stream for CatchPanics {
             Ok(poll) => poll,
             Err(panic) => {
                 self.chunks = None;
-                let message = crate::assistant::panic_message(panic);
+                let message = format!(
+                    "assistant panicked: {}",
+                    crate::assistant::panic_message(panic)
+                );
                 Poll::Ready(Some(Err(message.into())))
             }
         }

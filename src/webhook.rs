@@ -1,5 +1,7 @@
-//! The spine: one request through limits, verify, parse, assistant, reply, in
-//! that order, and one log line for it.
+//! The spine: one request through limits, verify, then either parse,
+//! assistant, reply (this platform's messages) or de-duplicate, queue,
+//! acknowledge (another platform's events), in that order, and one log line
+//! for it.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -21,6 +23,7 @@ use hyper::{HeaderMap, Method, Request, Response};
 use crate::assistant::{self, Assistant, Context};
 use crate::config::{Config, ReplyFormat, SetupError};
 use crate::error::{BoxError, Overload, RequestError};
+use crate::events::{EventHandler, EventRoute, EventsConfig};
 use crate::guard::{RefusalLog, RequestGuard};
 use crate::limits::{self, BodyLimits};
 use crate::measure::{self, InFlight};
@@ -38,10 +41,13 @@ const READY_PATH: &str = "/readyz";
 ///
 /// Answers `POST` on any path with the assistant's reply, `GET /healthz`
 /// (liveness) with `{"status":"ok"}`, and `GET /readyz` (readiness) with
-/// `{"status":"ready"}`, or `503` when the replay store does not answer. It implements both hyper's and tower's `Service`
-/// for any request body, and is cheap to clone. [`Server`](crate::Server)
-/// uses it for every connection. It needs a tokio runtime with timers
-/// enabled (`#[tokio::main]` has them) for its body timeout and reply deadline.
+/// `{"status":"ready"}`, or `503` when a replay store does not answer. Other
+/// platforms' events are served on the paths given to [`Webhook::route`],
+/// which take precedence; a `Webhook` made by [`Webhook::for_events`] serves
+/// only those. It implements both hyper's and tower's `Service` for any
+/// request body, and is cheap to clone. [`Server`](crate::Server) uses it for
+/// every connection. It needs a tokio runtime with timers enabled
+/// (`#[tokio::main]` has them) for its body timeout and reply deadline.
 ///
 /// Everything about one request is here; everything about connections
 /// ([`Config::header_read_timeout`], [`Config::write_timeout`],
@@ -70,6 +76,10 @@ pub struct Webhook {
 }
 
 struct Inner {
+    /// `None` for a webhook serving only event routes.
+    assistant: Option<Box<dyn Assistant>>,
+    /// Other platforms' events, by exact path.
+    event_routes: Vec<EventRoute>,
     /// `None` only when the configuration accepts unsigned requests.
     verifier: Option<Verifier>,
     replay_cache: Arc<dyn ReplayCache>,
@@ -80,7 +90,6 @@ struct Inner {
     stream_chunk_timeout: Duration,
     partner_api: Option<PartnerApi>,
     fallback_reply: Option<String>,
-    assistant: Box<dyn Assistant>,
     refusals: Arc<RefusalLog>,
     label_metrics_by_app: bool,
     /// Unix seconds; replaceable so tests can stand at the window's edge.
@@ -98,8 +107,40 @@ impl Webhook {
         } else {
             Some(Verifier::new(config.secrets.clone(), config.replay_window)?)
         };
+        Self::build(config, Some(Box::new(assistant)), verifier)
+    }
+
+    /// A handler with no assistant, for other platforms' events only: add
+    /// them with [`Webhook::route`]. Any other path is answered `404`.
+    /// `config`'s secrets and reply settings are not used; its body limits
+    /// are, and a [`Server`](crate::Server) uses its connection settings.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use partner_webhook::{event_handler_fn, Config, EventsConfig, Scheme, Secret, Webhook};
+    ///
+    /// let print = event_handler_fn(|event| async move {
+    ///     println!("{:?} {:?}", event.kind, event.id);
+    ///     Ok::<_, Infallible>(())
+    /// });
+    /// let sendseven = EventsConfig::new(Scheme::sendseven(), Secret::new("s7-secret")?);
+    /// let webhook = Webhook::for_events(&Config::default())?.route("/sendseven", &sendseven, print)?;
+    /// # Ok::<(), partner_webhook::SetupError>(())
+    /// ```
+    pub fn for_events(config: &Config) -> Result<Self, SetupError> {
+        config.validate_limits()?;
+        Self::build(config, None, None)
+    }
+
+    fn build(
+        config: &Config,
+        assistant: Option<Box<dyn Assistant>>,
+        verifier: Option<Verifier>,
+    ) -> Result<Self, SetupError> {
         Ok(Webhook {
             inner: Arc::new(Inner {
+                assistant,
+                event_routes: Vec::new(),
                 verifier,
                 replay_cache: Arc::clone(&config.replay_cache),
                 body: BodyLimits::new(
@@ -117,12 +158,60 @@ impl Webhook {
                     .map(PartnerApi::new)
                     .transpose()?,
                 fallback_reply: config.fallback_reply.clone(),
-                assistant: Box::new(assistant),
                 refusals: Arc::default(),
                 label_metrics_by_app: config.metrics_app_label,
                 clock: Box::new(unix_now),
             }),
         })
+    }
+
+    /// Serves another platform's events on `path` (exact match): verified by
+    /// `config`'s scheme, de-duplicated, answered `200 {"status":"received"}`
+    /// (or `{"status":"duplicate"}`), then handed to `handler` on the route's
+    /// queue. See [`EventsConfig`] for the rules. Call it on a fresh
+    /// `Webhook`, before cloning it or serving with it.
+    ///
+    /// Fails when `config` cannot work (see [`SetupError::InvalidEventRoute`]
+    /// and [`SetupError::UnboundedReplays`]), the path is taken, or the
+    /// `Webhook` was cloned already.
+    pub fn route(
+        mut self,
+        path: &str,
+        config: &EventsConfig,
+        handler: impl EventHandler,
+    ) -> Result<Self, SetupError> {
+        let invalid = |reason| SetupError::InvalidEventRoute {
+            path: path.to_owned(),
+            reason,
+        };
+        if [HEALTH_PATH, READY_PATH].contains(&path) {
+            return Err(invalid("the path is the health or readiness probe's"));
+        }
+        let route = EventRoute::new(path, config, handler)?;
+        let inner = Arc::get_mut(&mut self.inner)
+            .ok_or_else(|| invalid("routes are added before the Webhook is cloned"))?;
+        if inner.event_routes.iter().any(|taken| &*taken.path == path) {
+            return Err(invalid("another event route has this path"));
+        }
+        inner.event_routes.push(route);
+        Ok(self)
+    }
+
+    /// Waits, up to `grace`, until every event accepted on an event route is
+    /// handled, answering new events `503` meanwhile; then drops the events
+    /// still queued or running (cancelling their handlers) and logs each.
+    /// Returns how many were dropped. [`Server::serve`](crate::Server::serve)
+    /// calls it at shutdown with what is left of
+    /// [`Config::shutdown_grace`](crate::Config::shutdown_grace); a dropped
+    /// event was answered `200`, so it is lost unless its platform sends it
+    /// again.
+    pub async fn drain_events(&self, grace: Duration) -> usize {
+        let deadline = Instant::now() + grace;
+        let mut dropped = 0;
+        for route in &self.inner.event_routes {
+            dropped += route.drain(deadline).await;
+        }
+        dropped
     }
 
     /// Answers one request. Never fails: every problem becomes a JSON error
@@ -156,17 +245,40 @@ impl Webhook {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        match route(parts)? {
-            Route::Webhook => {}
+        let route = self.route_of(parts)?;
+        let verifier = match route {
+            Route::Assistant => self.inner.verifier.as_ref(),
+            Route::Events(events) => {
+                guard.for_event_route();
+                Some(&events.verifier)
+            }
             Route::Health => return Ok(Answer::Healthy("ok")),
             Route::Ready => return self.readiness().await,
-        }
+        };
         limits::check_content_type(&parts.headers)?;
-        let signed = self.check_signature_headers(&parts.headers)?;
+        let signed = self.check_signature_headers(verifier, &parts.headers)?;
         self.inner.body.check_declared_length(&parts.headers)?;
         let (body, memory) = self.inner.body.read(&parts.headers, body).await?;
         guard.hold_memory(memory);
-        let verified = self.verify_body(signed.as_ref(), &body)?;
+        let verified = verify_body(verifier, signed.as_ref(), &body)?;
+        match route {
+            Route::Events(events) => {
+                // An event route always verifies; fail closed all the same.
+                let verified = verified.ok_or(SignatureError::Mismatch)?;
+                self.acknowledge(events, parts, body, verified, guard).await
+            }
+            _ => self.reply(parts, body, verified, guard).await,
+        }
+    }
+
+    /// This platform's message: parse, call the assistant, answer with its reply.
+    async fn reply(
+        &self,
+        parts: &Parts,
+        body: Bytes,
+        verified: Option<Verified>,
+        guard: &mut RequestGuard,
+    ) -> Result<Answer, RequestError> {
         // Before the signature is recorded, so that a 503 here can be retried
         // with the same request, as its Retry-After invites.
         guard.hold_slot(self.reply_slot()?);
@@ -180,51 +292,88 @@ impl Webhook {
             .await
     }
 
+    /// Another platform's event: queue it for the handler unless it was seen
+    /// before, and answer at once.
+    async fn acknowledge(
+        &self,
+        events: &EventRoute,
+        parts: &Parts,
+        body: Bytes,
+        verified: Verified,
+        guard: &mut RequestGuard,
+    ) -> Result<Answer, RequestError> {
+        let event = events.event(&parts.headers, body, &verified)?;
+        guard.name_event(&event);
+        // Before the event is remembered, so that a 503 here leaves the
+        // platform's retry welcome.
+        let room = events.reserve()?;
+        let now = self.recheck_window(&events.verifier, &verified)?;
+        if !events.first_seen(&event, &verified, now).await? {
+            return Ok(Answer::Acknowledged("duplicate"));
+        }
+        // The body stays charged to the memory budget until it is handled.
+        events.enqueue(room, event, guard.take_memory());
+        Ok(Answer::Acknowledged("received"))
+    }
+
     /// Judges the signature headers before the body is read, so a client
     /// without the secret cannot make the server wait for, or buffer, a body.
     fn check_signature_headers<'h>(
         &self,
+        verifier: Option<&Verifier>,
         headers: &'h HeaderMap,
     ) -> Result<Option<SignedHeaders<'h>>, RequestError> {
-        let Some(verifier) = &self.inner.verifier else {
+        let Some(verifier) = verifier else {
             return Ok(None);
         };
         let now = (self.inner.clock)();
         let signed = verifier.check_headers(headers, now)?;
-        measure::signing_skew(now as f64 - signed.timestamp() as f64);
+        if let Some(timestamp) = signed.timestamp() {
+            measure::signing_skew(now as f64 - timestamp as f64);
+        }
         Ok(Some(signed))
     }
 
-    fn verify_body(
+    /// The clock reading for the replay step, once the window is checked
+    /// again with it: the body may have taken seconds to arrive since the
+    /// headers were judged, and a cache that forgets by a later clock than
+    /// the window was checked with lets a replay through at the window's edge.
+    fn recheck_window(
         &self,
-        signed: Option<&SignedHeaders<'_>>,
-        body: &[u8],
-    ) -> Result<Option<Verified>, RequestError> {
-        match (&self.inner.verifier, signed) {
-            (Some(verifier), Some(signed)) => Ok(Some(verifier.verify_body(signed, body)?)),
-            _ => Ok(None),
-        }
-    }
-
-    /// Records the signature, refusing a replay. The window is checked again
-    /// here with the very clock reading the cache gets: the body may have
-    /// taken seconds to arrive since the headers were judged, and a cache
-    /// that forgets by a later clock than the window was checked with lets a
-    /// replay through at the window's edge.
-    async fn reject_replay(&self, verified: Option<Verified>) -> Result<(), RequestError> {
-        let (Some(verified), Some(verifier)) = (verified, &self.inner.verifier) else {
-            return Ok(());
-        };
+        verifier: &Verifier,
+        verified: &Verified,
+    ) -> Result<u64, RequestError> {
         let now = (self.inner.clock)();
-        let window_secs = verifier.window_secs();
-        let expires_at = verified.timestamp.saturating_add(window_secs);
-        if expires_at < now {
+        let (Some(timestamp), Some(window_secs), Some(rule)) = (
+            verified.timestamp,
+            verifier.window_secs(),
+            verifier.scheme().timestamp(),
+        ) else {
+            return Ok(now);
+        };
+        if timestamp.saturating_add(window_secs) < now {
             return Err(SignatureError::OutsideWindow {
-                skew_secs: i128::from(verified.timestamp) - i128::from(now),
+                header: rule.header.display,
+                skew_secs: i128::from(timestamp) - i128::from(now),
                 window_secs,
             }
             .into());
         }
+        Ok(now)
+    }
+
+    /// Records the signature, refusing a replay, with the clock reading the
+    /// window was last checked with.
+    async fn reject_replay(&self, verified: Option<Verified>) -> Result<(), RequestError> {
+        let (Some(verified), Some(verifier)) = (verified, &self.inner.verifier) else {
+            return Ok(());
+        };
+        let now = self.recheck_window(verifier, &verified)?;
+        // This platform's scheme always signs a timestamp.
+        let expires_at = verified
+            .timestamp
+            .zip(verifier.window_secs())
+            .map_or(now, |(timestamp, window)| timestamp.saturating_add(window));
         match self
             .inner
             .replay_cache
@@ -243,13 +392,43 @@ impl Webhook {
         }
     }
 
-    /// `200 {"status":"ready"}` when the replay store answers, else `503`.
+    /// `200 {"status":"ready"}` when every replay store in use answers, else `503`.
     async fn readiness(&self) -> Result<Answer, RequestError> {
-        match self.inner.replay_cache.ready().await {
-            Ok(()) => Ok(Answer::Healthy("ready")),
-            Err(error) => Err(RequestError::Overloaded {
-                limit: Overload::ReplayStore,
-                source: Some(error),
+        let unready = |error| RequestError::Overloaded {
+            limit: Overload::ReplayStore,
+            source: Some(error),
+        };
+        if self.inner.assistant.is_some() {
+            self.inner.replay_cache.ready().await.map_err(unready)?;
+        }
+        for route in &self.inner.event_routes {
+            route.readiness().await.map_err(unready)?;
+        }
+        Ok(Answer::Healthy("ready"))
+    }
+
+    /// Where a request goes: an event route by its exact path, else the
+    /// assistant, or one of the two probes.
+    fn route_of(&self, parts: &Parts) -> Result<Route<'_>, RequestError> {
+        let path = parts.uri.path();
+        let probe = match path {
+            HEALTH_PATH => Some(Route::Health),
+            READY_PATH => Some(Route::Ready),
+            _ => None,
+        };
+        let events = self
+            .inner
+            .event_routes
+            .iter()
+            .find(|route| &*route.path == path);
+        match (&parts.method, probe, events) {
+            (&Method::POST, _, Some(events)) => Ok(Route::Events(events)),
+            (&Method::POST, _, None) if self.inner.assistant.is_some() => Ok(Route::Assistant),
+            (&Method::GET, Some(probe), _) => Ok(probe),
+            (&Method::POST, _, None) => Err(RequestError::NotFound),
+            (method, probe, _) => Err(RequestError::MethodNotAllowed {
+                method: method.clone(),
+                allow: if probe.is_some() { "GET, POST" } else { "POST" },
             }),
         }
     }
@@ -308,7 +487,10 @@ impl Webhook {
         started: Instant,
     ) -> Result<Answer, RequestError> {
         let deadline = started + self.inner.reply_deadline;
-        let call = assistant::call(&*self.inner.assistant, message, context);
+        let Some(assistant) = &self.inner.assistant else {
+            return Err(RequestError::NotFound);
+        };
+        let call = assistant::call(&**assistant, message, context);
         let calling = (InFlight::assistant_calls(), Instant::now());
         let answered = tokio::time::timeout_at(deadline, call).await;
         measure::assistant_time(calling.1.elapsed().as_secs_f64());
@@ -401,30 +583,28 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Where a request goes: the webhook, or one of the two probes.
-enum Route {
-    Webhook,
+/// Where a request goes.
+#[derive(Clone, Copy)]
+enum Route<'w> {
+    /// This platform's message, for the assistant.
+    Assistant,
+    /// Another platform's event.
+    Events(&'w EventRoute),
     /// Liveness: the process answers.
     Health,
-    /// Readiness: the replay store answers too, so a load balancer can take an
+    /// Readiness: the replay stores answer too, so a load balancer can take an
     /// instance whose shared store is unreachable out of rotation.
     Ready,
 }
 
-fn route(parts: &Parts) -> Result<Route, RequestError> {
-    let path = parts.uri.path();
-    let probe = match path {
-        HEALTH_PATH => Some(Route::Health),
-        READY_PATH => Some(Route::Ready),
-        _ => None,
-    };
-    match (&parts.method, probe) {
-        (&Method::POST, _) => Ok(Route::Webhook),
-        (&Method::GET, Some(probe)) => Ok(probe),
-        (method, probe) => Err(RequestError::MethodNotAllowed {
-            method: method.clone(),
-            allow: if probe.is_some() { "GET, POST" } else { "POST" },
-        }),
+fn verify_body(
+    verifier: Option<&Verifier>,
+    signed: Option<&SignedHeaders<'_>>,
+    body: &[u8],
+) -> Result<Option<Verified>, RequestError> {
+    match (verifier, signed) {
+        (Some(verifier), Some(signed)) => Ok(Some(verifier.verify_body(signed, body)?)),
+        _ => Ok(None),
     }
 }
 
@@ -432,7 +612,7 @@ fn request_context(message: &MessageReceived, verified: Option<Verified>, body: 
     Context {
         app_id: message.app.id.clone(),
         thread_id: message.thread.id.clone(),
-        signed_at: verified.map(|verified| verified.timestamp),
+        signed_at: verified.and_then(|verified| verified.timestamp),
         verified: verified.is_some(),
         body,
     }
@@ -441,7 +621,9 @@ fn request_context(message: &MessageReceived, verified: Option<Verified>, body: 
 impl fmt::Debug for Webhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Webhook")
+            .field("assistant", &self.inner.assistant.is_some())
             .field("verifies_signatures", &self.inner.verifier.is_some())
+            .field("event_routes", &self.inner.event_routes)
             .field("body", &self.inner.body)
             .finish_non_exhaustive()
     }

@@ -8,6 +8,7 @@
 #[cfg(feature = "cli")]
 mod cli;
 mod connections;
+mod events;
 mod hostile;
 mod http_semantics;
 mod lifetimes;

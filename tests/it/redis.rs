@@ -10,7 +10,7 @@ use partner_webhook::RedisReplayCache;
 use crate::support::*;
 
 /// A `redis-server` on `port`, with no persistence, killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
     port: u16,
 }
@@ -42,7 +42,7 @@ impl RedisServer {
         RedisServer { child, port }
     }
 
-    async fn on_a_free_port() -> Self {
+    pub(crate) async fn on_a_free_port() -> Self {
         let port = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap()
@@ -52,7 +52,7 @@ impl RedisServer {
         Self::start(port).await
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 

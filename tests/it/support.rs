@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use partner_webhook::{
-    Assistant, Config, Context, MessageReceived, Secret, Server, assistant_fn, escape_non_ascii,
-    sign,
+    Assistant, Config, Context, MessageReceived, Secret, Server, Webhook, assistant_fn,
+    escape_non_ascii, sign,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -31,6 +31,16 @@ impl TestServer {
     pub async fn start(config: Config, assistant: impl Assistant) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = Server::from_listener(listener, config, assistant).unwrap();
+        Self::serve(server)
+    }
+
+    /// Serves a `Webhook` built by the test (event routes, a fixed clock).
+    pub async fn with_webhook(config: &Config, webhook: Webhook) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(Server::with_webhook(listener, config, webhook).unwrap())
+    }
+
+    fn serve(server: Server) -> Self {
         let addr = server.local_addr();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
