@@ -1,9 +1,14 @@
 //! What every example reads from the environment, shared so that they behave
 //! alike: `PORT`, `WEBHOOK_SECRET`, `REPLY_FORMAT`, logging and shutdown.
+#![allow(
+    dead_code,
+    reason = "each example uses its part: the assistants serve(), events.rs serve_webhook()"
+)]
 
 use std::error::Error;
+use std::sync::Arc;
 
-use partner_webhook::{Assistant, Config, ReplyFormat, Secret, Server};
+use partner_webhook::{Assistant, Config, ReplayCache, ReplyFormat, Secret, Server, Webhook};
 use tracing_subscriber::EnvFilter;
 
 /// Starts logging and the metrics endpoint, then serves `assistant` with
@@ -12,39 +17,76 @@ pub(crate) async fn serve(assistant: impl Assistant) -> Result<(), Box<dyn Error
     let _flush_logs_on_exit = init_logging();
     serve_metrics();
     let mut config = config_from_env()?;
-    shared_replay_cache(&mut config).await?;
+    if let Some(cache) = shared_replay_cache().await? {
+        config.replay_cache = cache;
+    }
     let server = Server::bind(config.clone(), assistant).await?;
     announce(&config, server.local_addr().port());
     server.serve(shutdown_signal()).await;
     Ok(())
 }
 
-/// With `REDIS_URL` set (and the `redis` feature), replays are refused across
-/// every instance sharing that Redis.
-async fn shared_replay_cache(config: &mut Config) -> Result<(), Box<dyn Error>> {
+/// Serves a webhook the example built (with event routes) on `config.addr`,
+/// until Ctrl-C or SIGTERM. Logging and metrics are the caller's to start,
+/// before building it.
+pub(crate) async fn serve_webhook(config: &Config, webhook: Webhook) -> Result<(), Box<dyn Error>> {
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|error| format!("could not listen on {}: {error}", config.addr))?;
+    let server = Server::with_webhook(listener, config, webhook)?;
+    tracing::info!(addr = %server.local_addr(), "serving");
+    server.serve(shutdown_signal()).await;
+    Ok(())
+}
+
+/// With `REDIS_URL` set (and the `redis` feature), a replay cache shared by
+/// every instance using that Redis: replays are refused across all of them.
+pub(crate) async fn shared_replay_cache() -> Result<Option<Arc<dyn ReplayCache>>, Box<dyn Error>> {
     let Ok(url) = std::env::var("REDIS_URL") else {
-        return Ok(());
+        return Ok(None);
     };
     #[cfg(feature = "redis")]
     {
         let cache = partner_webhook::RedisReplayCache::connect(&url)
             .await
             .map_err(|error| format!("REDIS_URL: could not connect: {error}"))?;
-        config.replay_cache = std::sync::Arc::new(cache);
         tracing::info!("replay cache shared through Redis");
-        Ok(())
+        Ok(Some(Arc::new(cache)))
     }
     #[cfg(not(feature = "redis"))]
     {
-        let _ = (config, url);
+        let _ = url;
         Err("REDIS_URL is set, but this build has no Redis support: add --features redis".into())
+    }
+}
+
+/// `PORT`, default 8080.
+pub(crate) fn port() -> Result<u16, Box<dyn Error>> {
+    match std::env::var("PORT") {
+        Ok(port) => Ok(port
+            .parse::<u16>()
+            .map_err(|_| format!("PORT must be a port number, got {port:?}"))?),
+        Err(_) => Ok(8080),
+    }
+}
+
+/// The secret in the environment variable `name`: `None` when unset, an error
+/// when set but empty (a platform stops signing with an empty secret).
+pub(crate) fn secret_from_env(name: &str) -> Result<Option<Secret>, Box<dyn Error>> {
+    match std::env::var(name) {
+        Ok(secret) if secret.is_empty() => Err(format!(
+            "{name} is set but empty; set it to the webhook secret the platform shows, or unset it"
+        )
+        .into()),
+        Ok(secret) => Ok(Some(Secret::new(secret)?)),
+        Err(_) => Ok(None),
     }
 }
 
 /// Serves the metrics as Prometheus text on `METRICS_ADDR` (default
 /// `127.0.0.1:9464`, `off` for none): its own address, never the public
 /// webhook port. A failure to listen is logged, not fatal.
-fn serve_metrics() {
+pub(crate) fn serve_metrics() {
     let addr = std::env::var("METRICS_ADDR").unwrap_or_else(|_| "127.0.0.1:9464".to_owned());
     if addr == "off" {
         return;
@@ -67,7 +109,7 @@ fn serve_metrics() {
 /// Logs at `info` unless `RUST_LOG` says otherwise, through a background
 /// thread: a request never waits for the terminal or the file the log goes
 /// to. Keep the returned guard until the end of `main`; dropping it flushes.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+pub(crate) fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -88,12 +130,7 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
 /// - `PLATFORM_API_URL` (e.g. `http://localhost:8000`): store streamed replies
 ///   through the platform's Partner API, so they stay on the Chat screen.
 fn config_from_env() -> Result<Config, Box<dyn Error>> {
-    let port = match std::env::var("PORT") {
-        Ok(port) => port
-            .parse::<u16>()
-            .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
-        Err(_) => 8080,
-    };
+    let port = port()?;
     let config = match std::env::var("WEBHOOK_SECRET") {
         Ok(secret) if secret.is_empty() => {
             return Err(
