@@ -19,6 +19,13 @@
 //!   reply encoding (JSON, or SSE frames), and reading the answer back. Reply and SSE
 //!   frame encoding have no public entry point of their own, so their cost is what
 //!   this adds over verify + parse (see BENCHMARKS.md).
+//! - `log_line`: `webhook_json` on the 0.4 KB body under `tracing_subscriber::fmt`,
+//!   writing into a sink: `none` (no subscriber), `warn` (no request line),
+//!   `info_ansi` and `info_plain` through `tracing_appender`'s background writer, with
+//!   and without colour codes (the examples' logging before), `info_batched` through
+//!   the examples' batched writer (`examples/common/log_writer.rs`, now), and
+//!   `info_format_only` (formatting into the sink directly, the floor). The difference
+//!   to `none` is what the request's span and log line cost the request's own thread.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -34,6 +41,15 @@ use partner_webhook::{
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+#[path = "../examples/common/log_writer.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "the examples' writer, measured here"
+)]
+mod log_writer;
 
 const NOW: u64 = 1_796_000_000;
 const ASCII_TEXT: &str = "Hello, I ordered a pair of running shoes last week and the tracking \
@@ -312,12 +328,80 @@ fn webhook(c: &mut Criterion) {
     }
 }
 
+/// Where a log line goes, all ending in a sink.
+#[derive(Clone, Copy)]
+enum Writer {
+    Appender,
+    Batched,
+    Sink,
+}
+
+fn log_line(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let secret = secret();
+    let clock = FixedClock::new(NOW + 10_000_000);
+    let echo = assistant_fn(|message, _context| async move {
+        Ok::<_, Infallible>(format!("Echo: {}", message.message.content))
+    });
+    let webhook = Webhook::new(&Config::default().secret(secret.clone()), echo)
+        .expect("a valid config")
+        .with_clock(clock.clone());
+    let body = body(0, 0, false);
+    let mut group = c.benchmark_group("log_line");
+    /// Level, colours, writer.
+    type Logging = Option<(&'static str, bool, Writer)>;
+    let variants: [(&str, Logging); 6] = [
+        ("none", None),
+        ("warn", Some(("warn", false, Writer::Appender))),
+        ("info_ansi", Some(("info", true, Writer::Appender))),
+        ("info_plain", Some(("info", false, Writer::Appender))),
+        ("info_batched", Some(("info", false, Writer::Batched))),
+        ("info_format_only", Some(("info", false, Writer::Sink))),
+    ];
+    for (name, logging) in variants {
+        let (appender, _flush_appender) = tracing_appender::non_blocking(std::io::sink());
+        let (batched, _flush_batched) = log_writer::BatchedWriter::new(std::io::sink());
+        let subscriber = logging.map(|(level, ansi, writer)| {
+            let writer = match writer {
+                Writer::Appender => BoxMakeWriter::new(appender),
+                Writer::Batched => BoxMakeWriter::new(batched),
+                Writer::Sink => BoxMakeWriter::new(std::io::sink),
+            };
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+                .with_ansi(ansi)
+                .with_writer(writer)
+                .finish()
+        });
+        let mut run = || {
+            group.bench_function(name, |b| {
+                b.iter_batched(
+                    || {
+                        clock.advance(1);
+                        testing::signed_request(&body, Some(&secret), clock.now())
+                    },
+                    |request| runtime.block_on(testing::call(&webhook, request)).status,
+                    BatchSize::NumIterations(100),
+                );
+            });
+        };
+        match subscriber {
+            Some(subscriber) => tracing::subscriber::with_default(subscriber, run),
+            None => run(),
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = micro;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(700))
         .measurement_time(Duration::from_secs(3))
         .sample_size(40);
-    targets = hashing_and_verify, parse, replay_insert, webhook
+    targets = hashing_and_verify, parse, replay_insert, webhook, log_line
 }
 criterion_main!(micro);
