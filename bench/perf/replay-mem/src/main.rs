@@ -62,7 +62,11 @@ async fn send(cache: &MemoryReplayCache, random: &mut Random, from: u64, to: u64
     let mut refused = 0;
     for request in from..to {
         let now = T0 + request / PER_SECOND;
-        let timestamp = if random.next() % 10 == 0 { now - 1 } else { now };
+        let timestamp = if random.next().is_multiple_of(10) {
+            now - 1
+        } else {
+            now
+        };
         let signature = random.signature();
         if !cache
             .first_seen(signature, timestamp + WINDOW, now)
@@ -90,8 +94,12 @@ fn report(stage: &str, before: (u64, u64), entries: usize) {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let fill: u64 = args.next().map_or(100_000, |n| n.parse().expect("fill count"));
-    let churn: u64 = args.next().map_or(200_000, |n| n.parse().expect("churn count"));
+    let fill: u64 = args
+        .next()
+        .map_or(100_000, |n| n.parse().expect("fill count"));
+    let churn: u64 = args
+        .next()
+        .map_or(200_000, |n| n.parse().expect("churn count"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
