@@ -13,7 +13,7 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1;
@@ -34,40 +34,50 @@ struct Cli {
     command: Command,
 }
 
+/// `send`'s arguments, as parsed.
+#[derive(Args)]
+struct SendArgs {
+    /// The webhook URL (http:// only).
+    #[arg(long)]
+    url: String,
+    /// The App's webhook secret; without it the request is unsigned, as for
+    /// an App without a secret.
+    #[arg(long)]
+    secret: Option<String>,
+    /// The user's message.
+    #[arg(long, default_value = "Hello from the partner-webhook CLI")]
+    message: String,
+    /// Entries of `history_tail`, at most 10.
+    #[arg(long, default_value_t = 2)]
+    history: usize,
+    /// The thread's customer id.
+    #[arg(long)]
+    customer: Option<String>,
+    /// Send the dashboard's exact "Test webhook" payload (answered with JSON).
+    #[arg(long)]
+    test_button: bool,
+    /// Read the answer as the Chat screen does (text/event-stream).
+    #[arg(long)]
+    stream: bool,
+    /// Sign the raw body instead of the escaped form the real sender signs.
+    #[arg(long)]
+    sign_raw: bool,
+    /// Seconds to wait for each read, as the platform's per-read timeout.
+    #[arg(long, default_value_t = 8.0)]
+    timeout: f64,
+}
+
+impl SendArgs {
+    fn read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout.max(0.001))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Send a message as the platform's sender does and judge the answer as
     /// the platform would. Exit code 0 only when the platform would accept it.
-    Send {
-        /// The webhook URL (http:// only).
-        #[arg(long)]
-        url: String,
-        /// The App's webhook secret; without it the request is unsigned, as for
-        /// an App without a secret.
-        #[arg(long)]
-        secret: Option<String>,
-        /// The user's message.
-        #[arg(long, default_value = "Hello from the partner-webhook CLI")]
-        message: String,
-        /// Entries of `history_tail`, at most 10.
-        #[arg(long, default_value_t = 2)]
-        history: usize,
-        /// The thread's customer id.
-        #[arg(long)]
-        customer: Option<String>,
-        /// Send the dashboard's exact "Test webhook" payload (answered with JSON).
-        #[arg(long)]
-        test_button: bool,
-        /// Read the answer as the Chat screen does (text/event-stream).
-        #[arg(long)]
-        stream: bool,
-        /// Sign the raw body instead of the escaped form the real sender signs.
-        #[arg(long)]
-        sign_raw: bool,
-        /// Seconds to wait for each read, as the platform's per-read timeout.
-        #[arg(long, default_value_t = 8.0)]
-        timeout: f64,
-    },
+    Send(SendArgs),
     /// Print X-Timestamp and X-Signature for the body on standard input,
     /// signed as the real sender signs (the escaped form).
     Sign {
@@ -96,17 +106,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Send {
-            url,
-            secret,
-            message,
-            history,
-            customer,
-            test_button,
-            stream,
-            sign_raw,
-            timeout,
-        } => {
+        Command::Send(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
@@ -114,17 +114,7 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(error) => return fail(cli.json, &format!("could not start: {error}")),
             };
-            let options = SendOptions {
-                secret,
-                message,
-                history,
-                customer,
-                test_button,
-                stream,
-                sign_raw,
-                timeout: Duration::from_secs_f64(timeout.max(0.001)),
-            };
-            runtime.block_on(send(&url, options, cli.json))
+            runtime.block_on(send(&args, cli.json))
         }
         Command::Sign { secret, timestamp } => sign_command(&secret, timestamp, cli.json),
         Command::Verify {
@@ -153,17 +143,6 @@ fn say(line: &str) {
     }
 }
 
-struct SendOptions {
-    secret: Option<String>,
-    message: String,
-    history: usize,
-    customer: Option<String>,
-    test_button: bool,
-    stream: bool,
-    sign_raw: bool,
-    timeout: Duration,
-}
-
 /// What was received, with each body read's arrival time.
 struct Received {
     status: u16,
@@ -172,8 +151,8 @@ struct Received {
     reads: Vec<(f64, Bytes)>,
 }
 
-async fn send(url: &str, options: SendOptions, json_output: bool) -> Result<ExitCode, String> {
-    let target = Target::parse(url)?;
+async fn send(options: &SendArgs, json_output: bool) -> Result<ExitCode, String> {
+    let target = Target::parse(&options.url)?;
     let secret = options
         .secret
         .as_deref()
@@ -201,7 +180,7 @@ async fn send(url: &str, options: SendOptions, json_output: bool) -> Result<Exit
     let received = exchange(
         &target,
         request,
-        options.timeout,
+        options.read_timeout(),
         options.stream,
         json_output,
     )
