@@ -72,9 +72,7 @@ impl RedisReplayCache {
     fn key(&self, signature: &[u8; 32]) -> String {
         let mut key = String::with_capacity(self.prefix.len() + 64);
         key.push_str(&self.prefix);
-        for byte in signature {
-            key.push_str(&format!("{byte:02x}"));
-        }
+        crate::signature::push_hex(&mut key, signature);
         key
     }
 }

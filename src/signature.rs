@@ -43,14 +43,19 @@ pub fn sign(secret: &Secret, timestamp: u64, body: &[u8]) -> String {
     let digest = mac.finalize().into_bytes();
     let mut signature = String::with_capacity(PREFIX.len() + 2 * DIGEST_LEN);
     signature.push_str(PREFIX);
-    for byte in digest.iter() {
-        signature.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
-        signature.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
-    }
+    push_hex(&mut signature, &digest);
     signature
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `bytes` as lowercase hex, the form signatures and store keys use.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    for byte in bytes {
+        out.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
+    }
+}
 
 /// Rewrites `json` the way Python's `json.dumps(..., ensure_ascii=True)` writes
 /// it: every character at or above U+007F (DEL included) becomes `\uXXXX` with
