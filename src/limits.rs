@@ -21,9 +21,13 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), RequestError
     let is_json = value.to_str().is_ok_and(|text| {
         let essence = text.split(';').next().unwrap_or_default().trim();
         essence.split_once('/').is_some_and(|(kind, subtype)| {
-            let subtype = subtype.to_ascii_lowercase();
-            (kind.eq_ignore_ascii_case("application") && subtype == "json")
-                || (subtype.len() > "+json".len() && subtype.ends_with("+json"))
+            let suffix = subtype
+                .len()
+                .checked_sub("+json".len())
+                .and_then(|start| subtype.get(start..));
+            (kind.eq_ignore_ascii_case("application") && subtype.eq_ignore_ascii_case("json"))
+                || (subtype.len() > "+json".len()
+                    && suffix.is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json")))
         })
     });
     if is_json {
@@ -190,6 +194,7 @@ mod tests {
             "Application/JSON; charset=utf-8",
             "application/vnd.partner+json",
             "text/ld+json",
+            "application/problem+JSON",
         ] {
             assert!(
                 check_content_type(&with_content_type(value)).is_ok(),
