@@ -281,7 +281,6 @@ async fn bad_signatures_are_refused_for_every_preset() {
     )
     .await;
     // A signature of the body alone has no window to leave.
-    clock.set(fixture.signed_at + 301);
     assert_status(&server.send(&bare.request()).await, "received");
 
     webhook.drain_events(Duration::from_secs(5)).await;
@@ -657,6 +656,23 @@ fn routes_that_cannot_work_are_refused_at_setup() {
             "{path}: {refused:?}"
         );
     }
+    // A window past a day is a mistake, as in Config.
+    let slow_clock = EventsConfig::new(
+        Scheme::sendseven().with_replay_window(Duration::from_secs(2 * 24 * 60 * 60)),
+        secret(&fixture, "/sendseven"),
+    )
+    .dedupe_window(Duration::from_secs(3 * 24 * 60 * 60));
+    assert!(matches!(
+        add("/s", slow_clock),
+        Err(SetupError::InvalidEventRoute { .. })
+    ));
+    // Routes are set up before the webhook is shared.
+    let shared = Webhook::for_events(&Config::default()).unwrap();
+    let _serving = shared.clone();
+    assert!(matches!(
+        shared.route("/s", &sendseven, Record::default().handler()),
+        Err(SetupError::InvalidEventRoute { .. })
+    ));
     let twice = Webhook::for_events(&Config::default())
         .unwrap()
         .route("/s", &sendseven, Record::default().handler())
@@ -698,4 +714,41 @@ async fn instances_sharing_redis_handle_each_delivery_once() {
         webhook.drain_events(Duration::from_secs(5)).await;
     }
     assert_eq!(record.seen().len(), fixture.deliveries.len());
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_dedupe_store_that_fails_answers_503_and_the_route_is_not_ready() {
+    let mut redis = crate::redis::RedisServer::on_a_free_port().await;
+    let cache: Arc<dyn partner_webhook::ReplayCache> = Arc::new(
+        partner_webhook::RedisReplayCache::connect(&redis.url())
+            .await
+            .unwrap()
+            .with_timeout(Duration::from_millis(300)),
+    );
+    let fixture = fixture();
+    let record = Record::default();
+    let configs = (
+        sendseven_config(&fixture).dedupe_cache(Arc::clone(&cache)),
+        whatsapp_config(&fixture).dedupe_cache(cache),
+    );
+    let (server, webhook, _clock) = serve_events(
+        &fixture,
+        configs,
+        (record.handler(), record.handler()),
+        &Config::default(),
+    )
+    .await;
+    let readyz = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(server.send(readyz).await.status, 200);
+    redis.stop();
+    let error = server
+        .send(&fixture.deliveries[0].request())
+        .await
+        .assert_json_error(503);
+    assert!(error.contains("replay store unavailable"), "{error}");
+    server.send(readyz).await.assert_json_error(503);
+    // Nothing was handled that could not be remembered.
+    webhook.drain_events(Duration::from_secs(5)).await;
+    assert!(record.seen().is_empty());
 }
