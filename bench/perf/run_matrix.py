@@ -36,6 +36,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from webhook_client import machine_info  # noqa: E402  (bench/, one folder up)
+
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PORTS = {"bare": 18300, "json": 18301, "sse": 18302}
@@ -76,19 +79,8 @@ def reset_hwm(pid: int) -> None:
 
 
 def machine() -> dict:
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
-    return {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "nproc": os.cpu_count(), "cpu_model": model, "mem_total_kb": mem_kb,
-            "kernel": os.uname().release, "loadavg": load}
+    """bench/webhook_client.py's machine record, plus the kernel."""
+    return {**machine_info(), "kernel": os.uname().release}
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, log: Path) -> None:
@@ -240,7 +232,7 @@ def ratio(a, b):
 
 def tables(results: list[dict], info: dict, run: int) -> str:
     by = {(r["server"], r["body"], r["conns"]): r for r in results}
-    lines = [f"Run {run}: {info['date_utc']} (start), load average at start {info['loadavg']}, "
+    lines = [f"Run {run}: {info['date_utc']} (start), load average at start {info['loadavg_1_5_15']}, "
              f"at end {info.get('loadavg_end', '?')}.", ""]
     matrix = [r for r in results if r.get("series") == "matrix"]
     if matrix:
@@ -315,7 +307,7 @@ def main() -> int:
             print(f"\n!!! RUN {run} FAILED: {exc}", file=sys.stderr, flush=True)
             failed = True
         finally:
-            info["loadavg_end"] = machine()["loadavg"]
+            info["loadavg_end"] = machine()["loadavg_1_5_15"]
             info["server_final"] = {n: vm(p.pid) for n, p in bench.procs.items() if p.poll() is None}
             bench.stop()
             trim_logs(bench.out, run)
