@@ -24,8 +24,10 @@
 //!   `info_ansi` and `info_plain` through `tracing_appender`'s background writer, with
 //!   and without colour codes (the examples' logging before), `info_batched` through
 //!   the examples' batched writer (`examples/common/log_writer.rs`, now), and
-//!   `info_format_only` (formatting into the sink directly, the floor). The difference
-//!   to `none` is what the request's span and log line cost the request's own thread.
+//!   `info_format_only` (formatting into the sink directly), and `info_log_line`: the
+//!   examples' line format (`examples/common/log_line.rs`) through the batched writer, as
+//!   the examples log now. The difference to `none` is what the request's span and log
+//!   line cost the request's own thread.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -42,6 +44,10 @@ use partner_webhook::{
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+#[path = "../examples/common/log_line.rs"]
+#[allow(unreachable_pub, reason = "the examples' line format, measured here")]
+mod log_line;
 
 #[path = "../examples/common/log_writer.rs"]
 #[allow(
@@ -363,30 +369,49 @@ fn log_line(c: &mut Criterion) {
         .with_clock(clock.clone());
     let body = body(0, 0, false);
     let mut group = c.benchmark_group("log_line");
-    /// Level, colours, writer.
-    type Logging = Option<(&'static str, bool, Writer)>;
-    let variants: [(&str, Logging); 6] = [
+    /// Level, colours, writer, and the examples' line format instead of the default.
+    type Logging = Option<(&'static str, bool, Writer, bool)>;
+    let variants: [(&str, Logging); 7] = [
         ("none", None),
-        ("warn", Some(("warn", false, Writer::Appender))),
-        ("info_ansi", Some(("info", true, Writer::Appender))),
-        ("info_plain", Some(("info", false, Writer::Appender))),
-        ("info_batched", Some(("info", false, Writer::Batched))),
-        ("info_format_only", Some(("info", false, Writer::Sink))),
+        ("warn", Some(("warn", false, Writer::Appender, false))),
+        ("info_ansi", Some(("info", true, Writer::Appender, false))),
+        ("info_plain", Some(("info", false, Writer::Appender, false))),
+        (
+            "info_batched",
+            Some(("info", false, Writer::Batched, false)),
+        ),
+        (
+            "info_format_only",
+            Some(("info", false, Writer::Sink, false)),
+        ),
+        (
+            "info_log_line",
+            Some(("info", false, Writer::Batched, true)),
+        ),
     ];
     for (name, logging) in variants {
         let (appender, _flush_appender) = tracing_appender::non_blocking(std::io::sink());
         let (batched, _flush_batched) = log_writer::BatchedWriter::new(std::io::sink());
-        let subscriber = logging.map(|(level, ansi, writer)| {
+        let dispatch = logging.map(|(level, ansi, writer, log_line)| {
             let writer = match writer {
                 Writer::Appender => BoxMakeWriter::new(appender),
                 Writer::Batched => BoxMakeWriter::new(batched),
                 Writer::Sink => BoxMakeWriter::new(std::io::sink),
             };
-            tracing_subscriber::fmt()
+            let builder = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(level))
                 .with_ansi(ansi)
-                .with_writer(writer)
-                .finish()
+                .with_writer(writer);
+            if log_line {
+                tracing::Dispatch::new(
+                    builder
+                        .event_format(log_line::LogLine)
+                        .fmt_fields(log_line::LogLine)
+                        .finish(),
+                )
+            } else {
+                tracing::Dispatch::new(builder.finish())
+            }
         });
         let mut run = || {
             group.bench_function(name, |b| {
@@ -400,8 +425,8 @@ fn log_line(c: &mut Criterion) {
                 );
             });
         };
-        match subscriber {
-            Some(subscriber) => tracing::subscriber::with_default(subscriber, run),
+        match dispatch {
+            Some(dispatch) => tracing::dispatcher::with_default(&dispatch, run),
             None => run(),
         }
     }

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -342,28 +341,6 @@ async fn a_full_queue_answers_503_and_the_platforms_retry_is_handled() {
     assert_eq!(webhook.drain_events(Duration::from_secs(5)).await, 0);
     let ids: Vec<_> = record.seen().into_iter().map(|seen| seen.id).collect();
     assert_eq!(ids, [first.id.clone(), second.id.clone()]);
-}
-
-/// Log lines written while it is the thread's default subscriber. The
-/// current-thread runtime runs the server's tasks on this thread too.
-#[derive(Clone, Default)]
-struct CapturedLog(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CapturedLog {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CapturedLog {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 #[tokio::test]

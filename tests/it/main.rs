@@ -13,6 +13,7 @@ mod hostile;
 mod http_semantics;
 mod lifetimes;
 mod llm;
+mod log_line;
 mod log_writer;
 mod memory;
 mod metrics;
