@@ -171,8 +171,8 @@ pub struct HistoryEntry {
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 #[non_exhaustive]
 pub enum Role {
     /// The end user.
@@ -213,6 +213,31 @@ impl From<Role> for String {
     }
 }
 
+impl<'de> Deserialize<'de> for Role {
+    /// Known roles from the borrowed text, with no `String` made for them:
+    /// a 3 KB body has a role per history entry.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RoleVisitor;
+        impl serde::de::Visitor<'_> for RoleVisitor {
+            type Value = Role;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a role string")
+            }
+            fn visit_str<E: serde::de::Error>(self, role: &str) -> Result<Role, E> {
+                Ok(match role {
+                    "user" => Role::User,
+                    "assistant" => Role::Assistant,
+                    other => Role::Other(other.to_owned()),
+                })
+            }
+            fn visit_string<E: serde::de::Error>(self, role: String) -> Result<Role, E> {
+                Ok(Role::from(role))
+            }
+        }
+        deserializer.deserialize_str(RoleVisitor)
+    }
+}
+
 fn object_or_null<'de, D>(deserializer: D) -> Result<Map<String, Value>, D::Error>
 where
     D: Deserializer<'de>,
@@ -250,6 +275,11 @@ mod tests {
         let parsed = MessageReceived::from_json(body.as_bytes()).expect("valid");
         assert_eq!(parsed.history_tail[0].role, Role::Other("system".into()));
         assert_eq!(parsed.history_tail[0].role.as_str(), "system");
+        // Escaped text arrives unescaped, as any other role.
+        let escaped = NORMAL.replace(r#""role":"user""#, r#""role":"us\u0065r""#);
+        let parsed = MessageReceived::from_json(escaped.as_bytes()).expect("valid");
+        assert_eq!(parsed.message.role, Some(Role::User));
+        assert_eq!(parsed.history_tail[1].role, Role::User);
         assert!(parsed.history_tail[1].content_json.is_empty());
     }
 
