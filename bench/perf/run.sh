@@ -9,8 +9,10 @@
 # CPUs: the servers are pinned to CPU 0, wrk to CPU 1. Only 127.0.0.1 is targeted.
 # Environment: CARGO_TARGET_DIR (default: target/ of the repository), RUNS (2),
 # DURATION (seconds per cell, 5), OUT (results folder, default /tmp/partner-webhook-perf-<time>),
-# plus BODIES, CONNS, GROWTH passed through to run_matrix.py, and SERVER_RUST_LOG
-# (e.g. warn: no per-request log line) for the echo servers.
+# plus BODIES, CONNS, GROWTH passed through to run_matrix.py, SERVER_RUST_LOG
+# (e.g. warn: no per-request log line) for the echo servers, and NODE_SERVER: the path of
+# the platform's Node reference server (examples/webhook-typescript/server.mjs of
+# markmacmahon/agent-template) to measure in the same sitting (installs nodejs if missing).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -20,6 +22,10 @@ out="${OUT:-/tmp/partner-webhook-perf-$(date -u +%Y%m%dT%H%M%SZ)}"
 if ! command -v wrk >/dev/null; then
     echo "installing wrk"
     apt-get update -qq && apt-get install -y -qq wrk
+fi
+if [ -n "${NODE_SERVER:-}" ] && ! command -v node >/dev/null; then
+    echo "installing nodejs"
+    apt-get update -qq && apt-get install -y -qq nodejs
 fi
 for tool in taskset python3 cargo; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
@@ -37,4 +43,5 @@ args=(--echo "$target/release/examples/echo" --baseline "$target/release/baselin
 [ -n "${BODIES:-}" ] && args+=(--bodies "$BODIES")
 [ -n "${CONNS:-}" ] && args+=(--conns "$CONNS")
 [ -n "${GROWTH+x}" ] && args+=(--growth "$GROWTH")
+[ -n "${NODE_SERVER:-}" ] && args+=(--node "$NODE_SERVER")
 exec python3 "$here/run_matrix.py" "${args[@]}"

@@ -8,7 +8,11 @@ CPU 1 with one thread:
 
 - ``bare``: bench/perf/baseline-server, bare hyper reading the body, fixed JSON reply;
 - ``json``: the crate's ``echo`` example, REPLY_FORMAT=json, a 64-hex secret;
-- ``sse``:  the same with REPLY_FORMAT=sse (wrk reads each stream to its end).
+- ``sse``:  the same with REPLY_FORMAT=sse (wrk reads each stream to its end);
+- ``node``: with ``--node PATH``, the platform's own Node reference server
+  (``examples/webhook-typescript/server.mjs`` of markmacmahon/agent-template; not in this
+  repository), the same secret. It verifies the raw body only, so it answers 401 to the
+  sender's escaped signature of non-ASCII text: it is left out of the multilingual cells.
 
 Both echo servers run as a new user runs them: RUST_LOG unset (info), NO_COLOR=1, the
 log to a file. For every cell (body, connections, server), in this order so that the
@@ -30,6 +34,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,7 +46,7 @@ from webhook_client import machine_info  # noqa: E402  (bench/, one folder up)
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PORTS = {"bare": 18300, "json": 18301, "sse": 18302}
+PORTS = {"bare": 18300, "json": 18301, "sse": 18302, "node": 18303}
 BODY_LABEL = {"small": "0.4 KB", "3k": "3 KB", "multi": "3 KB multilingual", "16k": "16 KB",
               "63k": "63 KB", "256k": "256 KB"}
 # First guess of the highest req/s of a cell, to size its pool; later cells of the
@@ -83,18 +88,22 @@ def machine() -> dict:
     return {**machine_info(), "kernel": os.uname().release}
 
 
-def wait_healthy(port: int, proc: subprocess.Popen, log: Path) -> None:
+def wait_healthy(port: int, proc: subprocess.Popen, log: Path, probe: bool = True) -> None:
+    """Until /healthz answers 200 or, for a server without one (node), a TCP connect works."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RunFailed(f"server on {port} exited at start-up; see {log}")
         try:
+            if not probe:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                return
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             time.sleep(0.1)
-    raise RunFailed(f"server on {port} did not answer /healthz within 15 s")
+    raise RunFailed(f"server on {port} did not start answering within 15 s")
 
 
 class Bench:
@@ -109,6 +118,8 @@ class Bench:
 
     def start(self, run: int) -> None:
         for name, port in PORTS.items():
+            if name == "node" and not self.args.node:
+                continue
             log = self.out / f"server-{name}-run{run}.log"
             env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
             # SERVER_RUST_LOG=warn drops the per-request info line: its cost, measured.
@@ -117,6 +128,9 @@ class Bench:
             env.update(PORT=str(port), NO_COLOR="1")
             if name == "bare":
                 cmd = [self.args.baseline]
+            elif name == "node":
+                cmd = ["node", self.args.node]
+                env.update(WEBHOOK_SECRET=self.secret)
             else:
                 cmd = [self.args.echo]
                 env.update(WEBHOOK_SECRET=self.secret, REPLY_FORMAT=name)
@@ -126,7 +140,7 @@ class Bench:
                                         stdout=f, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
             self.procs[name] = proc
-            wait_healthy(port, proc, log)
+            wait_healthy(port, proc, log, probe=name != "node")
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -152,7 +166,7 @@ class Bench:
              "--state", str(self.state)],
             check=True, capture_output=True, text=True)
         body_bytes = json.loads(gen.stdout)["body_bytes"]
-        mode = "any" if server == "bare" else server
+        mode = {"bare": "any", "node": "json"}.get(server, server)
         reset_hwm(pid)
         before = cpu_ticks(pid)
         t0 = time.monotonic()
@@ -237,16 +251,21 @@ def tables(results: list[dict], info: dict, run: int) -> str:
     matrix = [r for r in results if r.get("series") == "matrix"]
     if matrix:
         lines += ["| body | conns | server | req/s | p50 µs | p99 µs | CPU µs/req | server CPU | "
-                  "peak RSS MiB | CPU/req ÷ bare | req/s ÷ bare |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "peak RSS MiB | CPU/req ÷ bare | req/s ÷ bare | req/s per core ÷ node |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in matrix:
             bare = by.get(("bare", r["body"], r["conns"]))
+            node = by.get(("node", r["body"], r["conns"]))
+            # req/s per core is 1 / CPU per request, so this is node's CPU/req ÷ this one's.
+            per_core = (ratio(node["cpu_us_per_req"], r["cpu_us_per_req"])
+                        if node and r["server"] not in ("node", "bare") else "")
             lines.append(
                 f"| {BODY_LABEL[r['body']]} ({r['body_bytes']} B) | {r['conns']} | {r['server']} | "
                 f"{r['rps']:,.0f} | {r['p50_us']} | {r['p99_us']} | {r['cpu_us_per_req']:.1f} | "
                 f"{r['cpu_util'] * 100:.0f}% | {r['peak_rss_kb'] / 1024:.1f} | "
                 f"{ratio(r['cpu_us_per_req'], bare['cpu_us_per_req']) if bare and r['server'] != 'bare' else ''} | "
-                f"{ratio(r['rps'], bare['rps']) if bare and r['server'] != 'bare' else ''} |"
+                f"{ratio(r['rps'], bare['rps']) if bare and r['server'] != 'bare' else ''} | "
+                f"{per_core} |"
                 + (" pool exhausted |" if r["exhausted"] else ""))
         lines.append("")
     growth = [r for r in results if r.get("series") == "growth"]
@@ -275,13 +294,17 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per cell")
     ap.add_argument("--bodies", default="small,3k,63k,multi")
     ap.add_argument("--conns", default="1,16,64")
-    ap.add_argument("--servers", default="bare,json,sse")
+    ap.add_argument("--servers", default="bare,json,sse",
+                    help="node joins when --node is given")
+    ap.add_argument("--node", help="the platform's Node reference server.mjs, to measure too")
     ap.add_argument("--growth", default="small,3k,16k,63k,256k", help="'' to skip")
     ap.add_argument("--growth-conns", type=int, default=16)
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
     args = ap.parse_args()
 
+    if args.node and "node" not in args.servers.split(","):
+        args.servers += ",node"
     bench = Bench(args)
     failed = False
     for run in range(1, args.runs + 1):
@@ -295,6 +318,8 @@ def main() -> int:
             for body in args.bodies.split(","):
                 for conns in (int(c) for c in args.conns.split(",")):
                     for server in args.servers.split(","):
+                        if server == "node" and body == "multi":
+                            continue  # 401: it cannot verify the sender's escaped signature
                         res = bench.cell(server, body, conns, args.duration)
                         res["series"] = "matrix"
                         results.append(res)
