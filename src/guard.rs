@@ -1,19 +1,26 @@
 //! The per-request guard: one owned value that holds what a request holds
 //! (its reply slot, its body's share of the memory budget), carries its
-//! `tracing` span and start time, and writes the request's one log line when
-//! it is dropped. It moves into the response body, so a streamed reply keeps
-//! its slot until its last frame, and a client that hangs up mid-stream is
-//! still logged.
+//! names, `tracing` span and start time, and writes the request's one log
+//! line when it is dropped. It moves into the response body, so a streamed
+//! reply keeps its slot until its last frame, and a client that hangs up
+//! mid-stream is still logged.
+//!
+//! The line names its request itself (method, path, ids). The `request` span,
+//! which gives the same names to whatever is logged during the request (the
+//! assistant's own lines included), is at `debug` under the target
+//! [`REQUEST_SPAN_TARGET`]: off by default, since keeping a span per request
+//! costs about twice the line itself; `RUST_LOG=info,partner_webhook::request=debug`
+//! turns it on. While it is on, the line leaves the names to it.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use hyper::HeaderMap;
 use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
+use hyper::{HeaderMap, Method, Uri};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::field::Empty;
-use tracing::{Span, debug, error, info, info_span, warn};
+use tracing::{Span, debug, debug_span, error, info, warn};
 
 use crate::error::RequestError;
 use crate::events::Event;
@@ -62,21 +69,49 @@ impl Outcome {
     }
 }
 
+/// The target of the `request` span (see the module docs).
+pub(crate) const REQUEST_SPAN_TARGET: &str = "partner_webhook::request";
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct RequestGuard {
+    /// Disabled unless [`REQUEST_SPAN_TARGET`] is enabled at `debug`.
     span: Span,
+    method: Method,
+    /// For its path only: a query string may carry tokens.
+    uri: Uri,
     /// `X-App-Id` and `X-Thread-Id`, until the signed body's ids replace them.
     claimed_ids: Option<[Option<HeaderValue>; 2]>,
+    signed_ids: Option<SignedIds>,
+    /// Another platform's event: its id and kind.
+    event: Option<[Option<String>; 2]>,
     started: Instant,
     outcome: Outcome,
     refusals: Arc<RefusalLog>,
     slot: Option<OwnedSemaphorePermit>,
     memory: Option<OwnedSemaphorePermit>,
     _in_flight: InFlight,
-    /// The signed app id, when metrics are labelled by app (opted in).
-    metrics_app_id: Option<String>,
     label_metrics_by_app: bool,
+}
+
+/// The ids of a message's signed body.
+#[derive(Debug)]
+struct SignedIds {
+    app_id: String,
+    thread_id: String,
+    message_id: Option<String>,
+}
+
+/// What the line says of its request when the span does not.
+#[derive(Default)]
+struct Names<'a> {
+    method: Option<&'a str>,
+    path: Option<&'a str>,
+    app_id: Option<&'a str>,
+    thread_id: Option<&'a str>,
+    message_id: Option<&'a str>,
+    event_id: Option<&'a str>,
+    event_kind: Option<&'a str>,
 }
 
 impl RequestGuard {
@@ -90,7 +125,8 @@ impl RequestGuard {
     ) -> Self {
         // The ids are recorded once (a field recorded twice prints twice):
         // from the body once it is parsed, else from the headers at the end.
-        let span = info_span!(
+        let span = debug_span!(
+            target: REQUEST_SPAN_TARGET,
             "request",
             method = %parts.method,
             // The path only: a query string may carry tokens.
@@ -103,18 +139,21 @@ impl RequestGuard {
         );
         RequestGuard {
             span,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
             // Shared, not copied: most requests replace them with the body's.
             claimed_ids: Some([
                 parts.headers.get("x-app-id").cloned(),
                 parts.headers.get("x-thread-id").cloned(),
             ]),
+            signed_ids: None,
+            event: None,
             started: Instant::now(),
             outcome: Outcome::Streaming,
             refusals,
             slot: None,
             memory: None,
             _in_flight: InFlight::requests(),
-            metrics_app_id: None,
             label_metrics_by_app,
         }
     }
@@ -151,12 +190,12 @@ impl RequestGuard {
 
     /// Names the request by its event.
     pub(crate) fn name_event(&mut self, event: &Event) {
-        if let Some(id) = &event.id {
-            self.span.record("event_id", id.as_str());
-        }
-        if let Some(kind) = &event.kind {
-            self.span.record("event_kind", kind.as_str());
-        }
+        tracing::record_all!(
+            self.span,
+            event_id = event.id.as_deref(),
+            event_kind = event.kind.as_deref(),
+        );
+        self.event = Some([event.id.clone(), event.kind.clone()]);
     }
 
     pub(crate) fn set_outcome(&mut self, outcome: Outcome) {
@@ -184,53 +223,101 @@ impl RequestGuard {
                 );
             });
         }
-        if self.label_metrics_by_app {
-            self.metrics_app_id = Some(message.app.id.clone());
+        // One call, not three: each record is a round through every layer.
+        tracing::record_all!(
+            self.span,
+            app_id = message.app.id.as_str(),
+            thread_id = message.thread.id.as_str(),
+            message_id = message.message.id.as_deref(),
+        );
+        self.signed_ids = Some(SignedIds {
+            app_id: message.app.id.clone(),
+            thread_id: message.thread.id.clone(),
+            message_id: message.message.id.clone(),
+        });
+    }
+
+    /// The request's names for its line: none while the span carries them.
+    fn names(&self) -> Names<'_> {
+        if !self.span.is_disabled() {
+            return Names::default();
         }
-        self.span.record("app_id", message.app.id.as_str());
-        self.span.record("thread_id", message.thread.id.as_str());
-        if let Some(id) = &message.message.id {
-            self.span.record("message_id", id.as_str());
+        let claimed = |at: usize| {
+            self.claimed_ids
+                .as_ref()
+                .map(|ids| header_or_dash(&ids[at]))
+        };
+        let signed = self.signed_ids.as_ref();
+        let event = self.event.as_ref();
+        Names {
+            method: Some(self.method.as_str()),
+            path: Some(self.uri.path()),
+            app_id: signed.map(|ids| ids.app_id.as_str()).or_else(|| claimed(0)),
+            thread_id: signed
+                .map(|ids| ids.thread_id.as_str())
+                .or_else(|| claimed(1)),
+            message_id: signed.and_then(|ids| ids.message_id.as_deref()),
+            event_id: event.and_then(|[id, _]| id.as_deref()),
+            event_kind: event.and_then(|[_, kind]| kind.as_deref()),
         }
     }
 }
 
+fn header_or_dash(value: &Option<HeaderValue>) -> &str {
+    value
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-")
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        if let Some([app_id, thread_id]) = self.claimed_ids.take() {
-            let text = |value: &Option<HeaderValue>| -> String {
-                value
-                    .as_ref()
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("-")
-                    .to_owned()
-            };
-            self.span.record("app_id", text(&app_id).as_str());
-            self.span.record("thread_id", text(&thread_id).as_str());
+        if let Some([app_id, thread_id]) = &self.claimed_ids {
+            tracing::record_all!(
+                self.span,
+                app_id = header_or_dash(app_id),
+                thread_id = header_or_dash(thread_id),
+            );
         }
         let _in_span = self.span.enter();
         self.record_metrics();
         let latency_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0);
+        let names = self.names();
+        // The request's names first, then what the arm adds.
+        macro_rules! line {
+            ($level:ident, $($rest:tt)+) => {
+                $level!(
+                    method = names.method,
+                    path = names.path,
+                    app_id = names.app_id,
+                    thread_id = names.thread_id,
+                    message_id = names.message_id,
+                    event_id = names.event_id,
+                    event_kind = names.event_kind,
+                    $($rest)+
+                )
+            };
+        }
         match &self.outcome {
-            Outcome::Healthy => debug!(status = 200, %latency_ms, "health check"),
-            Outcome::Replied => info!(status = 200, %latency_ms, "replied"),
-            Outcome::Acknowledged("duplicate") => info!(
+            Outcome::Healthy => line!(debug, status = 200, %latency_ms, "health check"),
+            Outcome::Replied => line!(info, status = 200, %latency_ms, "replied"),
+            Outcome::Acknowledged("duplicate") => line!(info,
                 status = 200,
                 %latency_ms,
                 "duplicate event acknowledged; its handler is not called again"
             ),
-            Outcome::Acknowledged(_) => info!(status = 200, %latency_ms, "event queued"),
-            Outcome::Fallback => warn!(
+            Outcome::Acknowledged(_) => line!(info, status = 200, %latency_ms, "event queued"),
+            Outcome::Fallback => line!(warn,
                 status = 200,
                 %latency_ms,
                 "assistant missed the reply deadline; sent the fallback reply"
             ),
-            Outcome::Streaming => warn!(
+            Outcome::Streaming => line!(warn,
                 status = 200,
                 %latency_ms,
                 "the client hung up before the streamed reply ended"
             ),
-            Outcome::StreamFailed { reason, detail, .. } => error!(
+            Outcome::StreamFailed { reason, detail, .. } => line!(error,
                 status = 200,
                 %latency_ms,
                 reason,
@@ -246,17 +333,17 @@ impl Drop for RequestGuard {
                 let server_error = *status >= 500;
                 let Some(count) = self.refusals.admit(server_error) else {
                     // Past the rate, a line only for those who ask for debug logs.
-                    debug!(status, %latency_ms, reason, "request refused");
+                    line!(debug, status, %latency_ms, reason, "request refused");
                     return;
                 };
                 let (refused_total, suppressed) = (count.total, count.suppressed);
                 if server_error {
-                    error!(
+                    line!(error,
                         status, %latency_ms, reason, detail, refused_total, suppressed,
                         "request failed"
                     );
                 } else {
-                    warn!(
+                    line!(warn,
                         status, %latency_ms, reason, refused_total, suppressed,
                         "request rejected"
                     );
@@ -288,7 +375,12 @@ impl RequestGuard {
             }
         };
         let seconds = self.started.elapsed().as_secs_f64();
-        measure::request_finished(outcome, status, seconds, self.metrics_app_id.as_deref());
+        let app_id = self
+            .signed_ids
+            .as_ref()
+            .filter(|_| self.label_metrics_by_app)
+            .map(|ids| ids.app_id.as_str());
+        measure::request_finished(outcome, status, seconds, app_id);
     }
 }
 

@@ -1,6 +1,7 @@
-//! The examples' log line (`examples/common/log_line.rs`) on a real server:
-//! each request's line keeps every field of the default format, plain values
-//! go unquoted, and a client-chosen value cannot start a line of its own.
+//! Each request's log line, through the examples' format
+//! (`examples/common/log_line.rs`) on a real server: it names its request
+//! itself, or leaves that to the `request` span when that is turned on; plain
+//! values go unquoted, and a client-chosen value cannot start a line of its own.
 
 use std::time::Duration;
 
@@ -49,8 +50,8 @@ async fn a_request_line_keeps_every_field_and_a_hostile_id_stays_on_its_line() {
     assert_eq!(server.send(&signed_post(&plain)).await.status, 200);
     let line = &replied_lines(&log, 1).await[0];
     let fields = format!(
-        " INFO request{{method=POST path=/ app_id={} thread_id={} message_id={}}}: \
-         partner_webhook::guard: replied status=200 latency_ms=",
+        " INFO partner_webhook::guard: replied method=POST path=/ app_id={} thread_id={} \
+         message_id={} status=200 latency_ms=",
         plain["app"]["id"].as_str().unwrap(),
         plain["thread"]["id"].as_str().unwrap(),
         plain["message"]["id"].as_str().unwrap(),
@@ -71,12 +72,82 @@ async fn a_request_line_keeps_every_field_and_a_hostile_id_stays_on_its_line() {
     let lines = replied_lines(&log, 2).await;
     assert_eq!(lines.len(), 2, "{}", log.text());
     assert!(
-        lines[1].contains(&format!(r#"message_id="m 1\n{forged}\u{{1b}}[2J"}}"#)),
+        lines[1].contains(&format!(
+            r#" message_id="m 1\n{forged}\u{{1b}}[2J" status=200 "#
+        )),
         "{}",
         lines[1]
     );
     assert!(!log.text().lines().any(|line| line.starts_with(forged)));
     assert!(!log.text().contains('\u{1b}'));
+
+    // Refused before its body is parsed, a request is named by the unsigned
+    // id headers, whatever they hold.
+    let mut headers = platform_headers();
+    headers.retain(|(name, _)| name != "X-Thread-Id");
+    headers.push(("X-Thread-Id".to_owned(), "t 1".to_owned()));
+    let unsigned = request("POST", "/", &headers, &body_of(&payload("no signature")));
+    assert_eq!(server.send(&unsigned).await.status, 401);
+    let rejected = wait_for_line(&log, ": request rejected ").await;
+    let app_id = plain["app"]["id"].as_str().unwrap();
+    assert!(
+        rejected.contains(&format!(
+            " WARN partner_webhook::guard: request rejected method=POST path=/ app_id={app_id} \
+             thread_id=\"t 1\" status=401 "
+        )),
+        "{rejected}"
+    );
+}
+
+#[tokio::test]
+async fn with_the_request_span_on_the_assistants_lines_carry_the_request_and_the_line_leaves_it_the_names()
+ {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let logging = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "info,partner_webhook::request=debug",
+        ))
+        .with_ansi(false)
+        .event_format(LogLine)
+        .fmt_fields(LogLine)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = subscriber::set_default(logging);
+    let thinking = partner_webhook::assistant_fn(|message, _context| async move {
+        tracing::info!("thinking");
+        Ok::<_, std::convert::Infallible>(format!("Echo: {}", message.message.content))
+    });
+    let server = TestServer::start(signed_config(), thinking).await;
+
+    let plain = payload("hello");
+    assert_eq!(server.send(&signed_post(&plain)).await.status, 200);
+    let line = &replied_lines(&log, 1).await[0];
+    let span = format!(
+        "request{{method=POST path=/ app_id={} thread_id={} message_id={}}}:",
+        plain["app"]["id"].as_str().unwrap(),
+        plain["thread"]["id"].as_str().unwrap(),
+        plain["message"]["id"].as_str().unwrap(),
+    );
+    assert!(
+        line.contains(&format!(
+            " INFO {span} partner_webhook::guard: replied status=200 latency_ms="
+        )),
+        "{line}"
+    );
+    let own = wait_for_line(&log, ": thinking").await;
+    assert!(own.contains(&format!(" INFO {span} ")), "{own}");
+}
+
+/// The first line holding `marker`, waiting up to 5 s for it.
+async fn wait_for_line(log: &CapturedLog, marker: &str) -> String {
+    for _ in 0..500 {
+        if let Some(line) = log.text().lines().find(|line| line.contains(marker)) {
+            return line.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no line with {marker:?} in:\n{}", log.text());
 }
 
 #[test]
