@@ -216,6 +216,25 @@ fn hashing_and_verify(c: &mut Criterion) {
 }
 
 fn parse(c: &mut Criterion) {
+    // UTF-8 validation, which both verify (before escaping) and parse run on a
+    // multilingual body: std against simdutf8.
+    let mut group = c.benchmark_group("utf8");
+    for multilingual in [false, true] {
+        let body = body(10, 185, multilingual);
+        let id = if multilingual {
+            "3KB-multilingual"
+        } else {
+            "3KB"
+        };
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("std", id), &body, |b, body| {
+            b.iter(|| std::str::from_utf8(black_box(body)).is_ok());
+        });
+        group.bench_with_input(BenchmarkId::new("simdutf8", id), &body, |b, body| {
+            b.iter(|| simdutf8::basic::from_utf8(black_box(body)).is_ok());
+        });
+    }
+    group.finish();
     let mut group = c.benchmark_group("parse");
     for multilingual in [false, true] {
         for (name, body) in bodies(multilingual) {

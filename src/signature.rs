@@ -396,7 +396,7 @@ impl Verifier {
         // Only a body with such a byte can be escaped, and only then is it
         // worth proving UTF-8 (an ASCII body is UTF-8 already).
         let escapable = self.scheme.escapes_non_ascii() && needs_escaping(body);
-        let matched = match escapable.then(|| std::str::from_utf8(body)) {
+        let matched = match escapable.then(|| simdutf8::basic::from_utf8(body)) {
             Some(Ok(json)) => escaped_match(json).or_else(raw_match),
             _ => raw_match(),
         };
