@@ -14,6 +14,22 @@ mod examples_log_line;
 
 use examples_log_line::{LogLine, is_bare};
 
+/// Lines logged on this thread, in the examples' format, under `filter`,
+/// until the guard is dropped. The current-thread runtime serves on this
+/// thread too.
+fn capture(filter: &str) -> (CapturedLog, subscriber::DefaultGuard) {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let logging = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(false)
+        .event_format(LogLine)
+        .fmt_fields(LogLine)
+        .with_writer(move || writer.clone())
+        .finish();
+    (log, subscriber::set_default(logging))
+}
+
 /// The `replied` lines logged so far, waiting up to 5 s for `count` of them:
 /// a request's line is written when its response ends, just after the client
 /// has it.
@@ -35,15 +51,7 @@ async fn replied_lines(log: &CapturedLog, count: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn a_request_line_keeps_every_field_and_a_hostile_id_stays_on_its_line() {
-    let log = CapturedLog::default();
-    let writer = log.clone();
-    let logging = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .event_format(LogLine)
-        .fmt_fields(LogLine)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = subscriber::set_default(logging);
+    let (log, _logging) = capture("info");
     let server = TestServer::echo().await;
 
     let plain = payload("hello");
@@ -100,20 +108,8 @@ async fn a_request_line_keeps_every_field_and_a_hostile_id_stays_on_its_line() {
 }
 
 #[tokio::test]
-async fn with_the_request_span_on_the_assistants_lines_carry_the_request_and_the_line_leaves_it_the_names()
- {
-    let log = CapturedLog::default();
-    let writer = log.clone();
-    let logging = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "info,partner_webhook::request=debug",
-        ))
-        .with_ansi(false)
-        .event_format(LogLine)
-        .fmt_fields(LogLine)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = subscriber::set_default(logging);
+async fn the_request_span_names_the_assistants_lines_and_the_line_leaves_the_names_to_it() {
+    let (log, _logging) = capture("info,partner_webhook::request=debug");
     let thinking = partner_webhook::assistant_fn(|message, _context| async move {
         tracing::info!("thinking");
         Ok::<_, std::convert::Infallible>(format!("Echo: {}", message.message.content))
