@@ -5,19 +5,24 @@
 //! The default format quotes every string field through `Debug` and styles
 //! each part through `nu_ansi_term` even when colours are off; together with
 //! the span it was a fifth of an echo request's CPU (BENCHMARKS.md). Here a
-//! value is written as it is when it holds nothing a reader or a log parser
-//! would trip on, and quoted only otherwise; only the level is coloured, and
-//! only on a terminal. A value is never written raw with a control character:
-//! a newline in a client-chosen id cannot forge a log line.
+//! field's value is written as it is when it holds nothing a reader or a log
+//! parser would trip on, and quoted and escaped otherwise; only the level is
+//! coloured, and only on a terminal. Nothing is ever written raw that could
+//! move the cursor or end a line (control characters, C1 included, line and
+//! paragraph separators, bidi overrides): a client-chosen id cannot forge a
+//! log line. Records from the `log` crate are shown with their own target,
+//! as the default format shows them.
 //!
 //! ```text
 //! 2026-11-30T13:28:24.123456Z  INFO request{method=POST path=/ app_id=4f3c… thread_id=… message_id=…}: partner_webhook::guard: replied status=200 latency_ms=0.123
 //! ```
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
@@ -41,7 +46,8 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         SystemTime.format_time(&mut writer)?;
-        let metadata = event.metadata();
+        let normalized = event.normalized_metadata();
+        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let (level, colour) = match *metadata.level() {
             Level::ERROR => ("ERROR", "\x1b[31m"),
             Level::WARN => (" WARN", "\x1b[33m"),
@@ -101,7 +107,8 @@ struct Fields<'writer> {
 
 impl Fields<'_> {
     fn pair(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() {
+        // What the `log` bridge adds; the line shows it as the target.
+        if self.result.is_err() || field.name().starts_with("log.") {
             return;
         }
         self.result = (|| {
@@ -142,20 +149,46 @@ impl Visit for Fields<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.pair(field, |writer| {
-            let mut out = Sanitized(writer);
-            write!(out, "{value}")?;
+        self.record_formatted(field, |text| {
+            let _ = write!(text, "{value}");
             let mut source = value.source();
             while let Some(cause) = source {
-                write!(out, ": {cause}")?;
+                let _ = write!(text, ": {cause}");
                 source = cause.source();
             }
-            Ok(())
         });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.pair(field, |writer| write!(Sanitized(writer), "{value:?}"));
+        if field.name() == "message" {
+            self.pair(field, |writer| write!(Sanitized(writer), "{value:?}"));
+        } else {
+            self.record_formatted(field, |text| {
+                let _ = write!(text, "{value:?}");
+            });
+        }
+    }
+}
+
+impl Fields<'_> {
+    /// A `%`, `?` or error value, judged like a string once written out.
+    fn record_formatted(&mut self, field: &Field, format: impl FnOnce(&mut String)) {
+        thread_local! {
+            static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        TEXT.with(|text| match text.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                format(&mut text);
+                self.record_str(field, &text);
+            }
+            // Only a Display impl that itself logs gets here.
+            Err(_) => {
+                let mut text = String::new();
+                format(&mut text);
+                self.record_str(field, &text);
+            }
+        });
     }
 }
 
@@ -168,17 +201,17 @@ pub(crate) fn is_bare(value: &str) -> bool {
             .all(|byte| byte.is_ascii_graphic() && !matches!(byte, b'"' | b'\\' | b'='))
 }
 
-/// Escapes control characters (a newline, a terminal escape) in what passes
-/// through, as `Debug` would; everything else is written as it is.
+/// Escapes what could move the cursor or end a line in what passes
+/// through; everything else is written as it is.
 struct Sanitized<'a, 'writer>(&'a mut Writer<'writer>);
 
 impl fmt::Write for Sanitized<'_, '_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        if !text.bytes().any(|byte| byte.is_ascii_control()) {
+        if text.bytes().all(|byte| (b' '..b'\x7f').contains(&byte)) {
             return self.0.write_str(text);
         }
         for ch in text.chars() {
-            if ch.is_ascii_control() {
+            if is_unsafe(ch) {
                 write!(self.0, "{}", ch.escape_default())?;
             } else {
                 self.0.write_char(ch)?;
@@ -186,4 +219,16 @@ impl fmt::Write for Sanitized<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Control characters (C0, DEL, C1), line and paragraph separators, and
+/// the bidi controls that reorder what a terminal shows.
+pub(crate) fn is_unsafe(ch: char) -> bool {
+    ch.is_control()
+        || matches!(
+            ch,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{61c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&ch)
+        || ('\u{2066}'..='\u{2069}').contains(&ch)
 }

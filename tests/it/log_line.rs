@@ -1,7 +1,8 @@
 //! Each request's log line, through the examples' format
 //! (`examples/common/log_line.rs`) on a real server: it names its request
-//! itself, or leaves that to the `request` span when that is turned on; plain
-//! values go unquoted, and a client-chosen value cannot start a line of its own.
+//! itself, and the `request` span names the assistant's lines too when it is
+//! turned on; plain values go unquoted, and a client-chosen value cannot
+//! start a line of its own or move a terminal's cursor.
 
 use std::time::Duration;
 
@@ -75,19 +76,21 @@ async fn a_request_line_keeps_every_field_and_a_hostile_id_stays_on_its_line() {
     // logged: quoted and escaped, never as a second line.
     let mut hostile = payload("hello again");
     let forged = "2026-11-30T00:00:00.000000Z  INFO forged: replied status=200";
-    hostile["message"]["id"] = format!("m 1\n{forged}\u{1b}[2J").into();
+    hostile["message"]["id"] = format!("m 1\n{forged}\u{1b}[2J\u{9b}2J\u{2028}\u{202e}").into();
     assert_eq!(server.send(&signed_post(&hostile)).await.status, 200);
     let lines = replied_lines(&log, 2).await;
     assert_eq!(lines.len(), 2, "{}", log.text());
     assert!(
         lines[1].contains(&format!(
-            r#" message_id="m 1\n{forged}\u{{1b}}[2J" status=200 "#
+            r#" message_id="m 1\n{forged}\u{{1b}}[2J\u{{9b}}2J\u{{2028}}\u{{202e}}" status=200 "#
         )),
         "{}",
         lines[1]
     );
     assert!(!log.text().lines().any(|line| line.starts_with(forged)));
-    assert!(!log.text().contains('\u{1b}'));
+    for unsafe_char in ['\u{1b}', '\u{9b}', '\u{2028}', '\u{202e}'] {
+        assert!(!log.text().contains(unsafe_char), "{unsafe_char:?}");
+    }
 
     // Refused before its body is parsed, a request is named by the unsigned
     // id headers, whatever they hold.
@@ -108,31 +111,45 @@ async fn a_request_line_keeps_every_field_and_a_hostile_id_stays_on_its_line() {
 }
 
 #[tokio::test]
-async fn the_request_span_names_the_assistants_lines_and_the_line_leaves_the_names_to_it() {
+async fn with_the_request_span_on_the_assistants_own_lines_are_named_too() {
     let (log, _logging) = capture("info,partner_webhook::request=debug");
     let thinking = partner_webhook::assistant_fn(|message, _context| async move {
-        tracing::info!("thinking");
-        Ok::<_, std::convert::Infallible>(format!("Echo: {}", message.message.content))
+        let said = message.message.content.clone();
+        let doubt = std::io::Error::other("no\u{2028}way");
+        tracing::info!(
+            %said,
+            doubt = &doubt as &(dyn std::error::Error + 'static),
+            "thinking about {said}"
+        );
+        Ok::<_, std::convert::Infallible>(format!("Echo: {said}"))
     });
     let server = TestServer::start(signed_config(), thinking).await;
 
-    let plain = payload("hello");
+    let plain = payload("hi\u{2028}there x=1");
     assert_eq!(server.send(&signed_post(&plain)).await.status, 200);
     let line = &replied_lines(&log, 1).await[0];
-    let span = format!(
-        "request{{method=POST path=/ app_id={} thread_id={} message_id={}}}:",
+    let (app_id, thread_id, message_id) = (
         plain["app"]["id"].as_str().unwrap(),
         plain["thread"]["id"].as_str().unwrap(),
         plain["message"]["id"].as_str().unwrap(),
     );
+    let names =
+        format!("method=POST path=/ app_id={app_id} thread_id={thread_id} message_id={message_id}");
+    // The line names its request whether or not the span is shown.
     assert!(
         line.contains(&format!(
-            " INFO {span} partner_webhook::guard: replied status=200 latency_ms="
+            " INFO request{{{names}}}: partner_webhook::guard: replied {names} status=200 "
         )),
         "{line}"
     );
-    let own = wait_for_line(&log, ": thinking").await;
-    assert!(own.contains(&format!(" INFO {span} ")), "{own}");
+    let own = wait_for_line(&log, ": thinking about ").await;
+    assert!(
+        own.contains(&format!(
+            r#" INFO request{{{names}}}: it::log_line: thinking about hi\u{{2028}}there x=1 said="hi\u{{2028}}there x=1" doubt="no\u{{2028}}way""#
+        )),
+        "{own}"
+    );
+    assert!(!log.text().contains('\u{2028}'));
 }
 
 /// The first line holding `marker`, waiting up to 5 s for it.
@@ -162,4 +179,18 @@ fn a_value_goes_unquoted_only_when_it_reads_unambiguously() {
     ] {
         assert!(!is_bare(quoted), "{quoted:?}");
     }
+}
+
+#[test]
+fn a_record_from_the_log_crate_shows_its_own_target_and_no_bridge_fields() {
+    let (log, _logging) = capture("info");
+    // Installed once for the whole test binary; a second test may have done it.
+    let _ = tracing_log::LogTracer::init();
+    tracing_log::log::info!(target: "some_crate::client", "pool ready");
+    let text = log.text();
+    assert!(
+        text.contains(" INFO some_crate::client: pool ready\n"),
+        "{text}"
+    );
+    assert!(!text.contains("log."), "{text}");
 }
