@@ -10,8 +10,7 @@
 //! assistant's own lines included), is at `debug` under the target
 //! [`REQUEST_SPAN_TARGET`]: off by default, since a span per request adds
 //! two thirds to what the line costs (0.6 µs to 0.9, BENCHMARKS.md);
-//! `RUST_LOG=info,partner_webhook::request=debug` turns it on. While it is on,
-//! the line leaves the names to it.
+//! `RUST_LOG=info,partner_webhook::request=debug` turns it on.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -103,11 +102,10 @@ struct SignedIds {
     message_id: Option<String>,
 }
 
-/// What the line says of its request when the span does not.
-#[derive(Default)]
+/// What the line says of its request.
 struct Names<'a> {
-    method: Option<&'a str>,
-    path: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
     app_id: Option<&'a str>,
     thread_id: Option<&'a str>,
     message_id: Option<&'a str>,
@@ -217,9 +215,12 @@ impl RequestGuard {
             self.span.in_scope(|| {
                 warn!(
                     header_app_id = header_text(headers, "x-app-id").as_deref().unwrap_or("-"),
-                    header_thread_id = header_text(headers, "x-thread-id").as_deref().unwrap_or("-"),
-                    signed_app_id = %message.app.id,
-                    signed_thread_id = %message.thread.id,
+                    header_thread_id = header_text(headers, "x-thread-id")
+                        .as_deref()
+                        .unwrap_or("-"),
+                    signed_app_id = message.app.id.as_str(),
+                    signed_thread_id = message.thread.id.as_str(),
+                    message_id = message.message.id.as_deref(),
                     "X-App-Id / X-Thread-Id disagree with the signed body; using the body's ids"
                 );
             });
@@ -238,11 +239,11 @@ impl RequestGuard {
         });
     }
 
-    /// The request's names for its line: none while the span carries them.
+    /// The request's names for its line. Written even while the span carries
+    /// them too: whether a layer shows the span cannot be told from here (one
+    /// layer may enable it and the one writing lines filter it out), and a
+    /// line without its ids would be worse than one that repeats them.
     fn names(&self) -> Names<'_> {
-        if !self.span.is_disabled() {
-            return Names::default();
-        }
         let claimed = |at: usize| {
             self.claimed_ids
                 .as_ref()
@@ -251,8 +252,8 @@ impl RequestGuard {
         let signed = self.signed_ids.as_ref();
         let event = self.event.as_ref();
         Names {
-            method: Some(self.method.as_str()),
-            path: Some(self.uri.path()),
+            method: self.method.as_str(),
+            path: self.uri.path(),
             app_id: signed.map(|ids| ids.app_id.as_str()).or_else(|| claimed(0)),
             thread_id: signed
                 .map(|ids| ids.thread_id.as_str())
