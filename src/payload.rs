@@ -225,7 +225,7 @@ impl<'de> Deserialize<'de> for Role {
         impl serde::de::Visitor<'_> for RoleVisitor {
             type Value = Role;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a role string")
+                f.write_str("a string")
             }
             fn visit_str<E: serde::de::Error>(self, role: &str) -> Result<Role, E> {
                 Ok(match role {

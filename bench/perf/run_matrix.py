@@ -305,6 +305,8 @@ def main() -> int:
 
     if args.node and "node" not in args.servers.split(","):
         args.servers += ",node"
+    if "node" in args.servers.split(",") and not args.node:
+        ap.error("--servers names node: give the reference server's path with --node")
     bench = Bench(args)
     failed = False
     for run in range(1, args.runs + 1):
