@@ -90,8 +90,10 @@ pub(crate) struct SseFrames {
     flush_first: bool,
     /// Where to store the reply once complete, and the text so far.
     store: Option<(StoreTarget, String)>,
-    /// The store in progress, between the last chunk and `done`.
-    storing: Option<Storing>,
+    /// The store in progress, between the last chunk and `done`, and the
+    /// thread it stores to: the request's span, which names it, is off by
+    /// default, so a failure names it itself.
+    storing: Option<(Storing, String)>,
 }
 
 impl SseFrames {
@@ -140,7 +142,7 @@ impl SseFrames {
                 self.flush_first = true;
                 return Poll::Ready(Some((frame, outcome)));
             }
-            if let Some(storing) = self.storing.as_mut() {
+            if let Some((storing, _)) = self.storing.as_mut() {
                 match storing.as_mut().poll(cx) {
                     Poll::Ready(stored) => self.stored(stored),
                     Poll::Pending => match self.deadline.as_mut().poll(cx) {
@@ -177,7 +179,8 @@ impl SseFrames {
                     // is waiting for its next read.
                     Some((target, whole)) if !whole.is_empty() => {
                         self.chunks = None;
-                        self.storing = Some(target.store(whole));
+                        let thread_id = target.thread_id.clone();
+                        self.storing = Some((target.store(whole), thread_id));
                     }
                     _ => self.completed(None),
                 },
@@ -209,12 +212,16 @@ impl SseFrames {
     /// The user saw the text either way; a failed store only costs the reply
     /// its place in the thread.
     fn stored(&mut self, stored: Result<Stored, BoxError>) {
-        self.storing = None;
+        let thread_id = self.storing.take().map(|(_, thread_id)| thread_id);
         measure::stored(stored.is_ok());
         match stored {
             Ok(stored) => self.completed(Some(stored)),
             Err(error) => {
-                warn!(%error, "could not store the streamed reply through the Partner API");
+                warn!(
+                    %error,
+                    thread_id = thread_id.as_deref(),
+                    "could not store the streamed reply through the Partner API"
+                );
                 self.completed(None);
             }
         }

@@ -143,11 +143,26 @@ async fn a_stored_reply_is_named_in_done() {
 }
 
 #[tokio::test]
-async fn a_failed_store_still_completes_the_stream() {
+async fn a_failed_store_still_completes_the_stream_and_names_its_thread() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let logging = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(logging);
     let (api, received) = partner_api(Api::Fails).await;
     let done = done_of_streamed_echo(storing_config(api), "fail").await;
     assert_eq!(done, json!({"status": "completed"}));
     assert_eq!(received.lock().unwrap().len(), 1);
+    // The request's span is off by default, so the warning names the thread.
+    let thread_id = payload("fail")["thread"]["id"].as_str().unwrap().to_owned();
+    let text = log.text();
+    let warning = text
+        .lines()
+        .find(|line| line.contains("could not store the streamed reply"))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(warning.contains(&thread_id), "{warning}");
 }
 
 #[tokio::test]
