@@ -423,6 +423,20 @@ async fn a_failing_or_panicking_handler_is_logged_with_its_event_and_the_next_is
         let hex = signature.unwrap().1.trim_start_matches("sha256=");
         assert!(!text.contains(hex), "a signature was logged");
     }
+    // Each request's own line names its route, event and kind (the request
+    // span that would name them is off at info).
+    for delivery in &fixture.deliveries {
+        let Some(id) = &delivery.id else { continue };
+        let names = format!(
+            r#"path="{}" event_id="{id}" event_kind="{}""#,
+            delivery.route, delivery.kind
+        );
+        assert!(
+            text.lines()
+                .any(|line| line.contains("event queued") && line.contains(&names)),
+            "no line with {names} in:\n{text}"
+        );
+    }
 }
 
 #[tokio::test]

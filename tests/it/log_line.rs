@@ -194,3 +194,28 @@ fn a_record_from_the_log_crate_shows_its_own_target_and_no_bridge_fields() {
     );
     assert!(!text.contains("log."), "{text}");
 }
+
+#[tokio::test]
+async fn a_streamed_reply_is_named_on_its_line_when_its_stream_ends() {
+    let (log, _logging) = capture("info");
+    let sse = signed_config().reply_format(partner_webhook::ReplyFormat::Sse);
+    let server = TestServer::start(sse, echo()).await;
+    let streamed = payload("stream me");
+    let mut connection = Connection::open(server.addr).await;
+    connection.write(&signed_post(&streamed)).await;
+    assert_eq!(connection.read_head().await.status, 200);
+    let mut frames = Vec::new();
+    while let Some(chunk) = connection.read_chunk().await {
+        frames.extend(chunk);
+    }
+    let frames = String::from_utf8(frames).unwrap();
+    assert!(frames.contains("event: done"), "{frames}");
+    let line = &replied_lines(&log, 1).await[0];
+    let names = format!(
+        "replied method=POST path=/ app_id={} thread_id={} message_id={} status=200 ",
+        streamed["app"]["id"].as_str().unwrap(),
+        streamed["thread"]["id"].as_str().unwrap(),
+        streamed["message"]["id"].as_str().unwrap(),
+    );
+    assert!(line.contains(&names), "{line}");
+}
