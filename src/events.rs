@@ -123,7 +123,8 @@ impl Event {
     /// The body as a type of yours, or one of the seeds' shapes
     /// ([`SendSevenEvent`], [`WhatsAppEvent`]).
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.body)
+        // From the tree parsed already, not the body again.
+        T::deserialize(&self.json)
     }
 }
 

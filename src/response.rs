@@ -10,7 +10,7 @@ use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::{BoxError, RequestError};
 use crate::guard::{Outcome, RequestGuard};
@@ -298,14 +298,10 @@ pub(crate) fn build(
         Ok(Answer::Sse(frames)) => return stream(frames, guard),
         Ok(Answer::Reply(reply)) => reply_json(&reply, Outcome::Replied),
         Ok(Answer::Fallback(reply)) => reply_json(&reply, Outcome::Fallback),
-        Ok(Answer::Healthy(status)) => (
-            StatusCode::OK,
-            json!({ "status": status }).to_string().into_bytes(),
-            Outcome::Healthy,
-        ),
+        Ok(Answer::Healthy(status)) => (StatusCode::OK, status_json(status), Outcome::Healthy),
         Ok(Answer::Acknowledged(status)) => (
             StatusCode::OK,
-            json!({ "status": status }).to_string().into_bytes(),
+            status_json(status),
             Outcome::Acknowledged(status),
         ),
         Err(error) => return refusal(&error, guard),
@@ -369,6 +365,13 @@ fn stream(frames: Box<SseFrames>, mut guard: RequestGuard) -> Response<ResponseB
     // Tells nginx not to buffer the frames.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// `{"status":"..."}` for one of this crate's fixed words, which need no
+/// escaping: no `Value` built for every probe and event.
+fn status_json(status: &'static str) -> Vec<u8> {
+    debug_assert!(status.bytes().all(|byte| byte.is_ascii_lowercase()));
+    format!(r#"{{"status":"{status}"}}"#).into_bytes()
 }
 
 fn reply_json(reply: &Reply, outcome: Outcome) -> (StatusCode, Vec<u8>, Outcome) {

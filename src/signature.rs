@@ -320,8 +320,8 @@ impl Verifier {
         headers: &'h HeaderMap,
         now: u64,
     ) -> Result<SignedHeaders<'h>, SignatureError> {
-        let timestamp_text = match self.scheme.timestamp() {
-            Some(rule) => Some(single_header(headers, &rule.header)?),
+        let timestamp = match self.scheme.timestamp() {
+            Some(rule) => Some((rule, single_header(headers, &rule.header)?)),
             None => None,
         };
         let signature = self.scheme.signature();
@@ -330,7 +330,7 @@ impl Verifier {
             signature.display,
             self.scheme.encoding(),
         )?;
-        let (Some(rule), Some(text)) = (self.scheme.timestamp(), timestamp_text) else {
+        let Some((rule, text)) = timestamp else {
             return Ok(SignedHeaders {
                 timestamp_text: None,
                 timestamp: None,

@@ -245,15 +245,17 @@ impl Webhook {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        let route = self.route_of(parts)?;
-        let verifier = match route {
-            Route::Assistant => self.inner.verifier.as_ref(),
-            Route::Events(events) => {
+        let post = match self.route_of(parts)? {
+            Route::Post(post) => post,
+            Route::Health => return Ok(Answer::Healthy("ok")),
+            Route::Ready => return self.readiness().await,
+        };
+        let verifier = match post {
+            Post::Assistant(_) => self.inner.verifier.as_ref(),
+            Post::Events(events) => {
                 guard.for_event_route();
                 Some(&events.verifier)
             }
-            Route::Health => return Ok(Answer::Healthy("ok")),
-            Route::Ready => return self.readiness().await,
         };
         limits::check_content_type(&parts.headers)?;
         let signed = self.check_signature_headers(verifier, &parts.headers)?;
@@ -261,19 +263,20 @@ impl Webhook {
         let (body, memory) = self.inner.body.read(&parts.headers, body).await?;
         guard.hold_memory(memory);
         let verified = verify_body(verifier, signed.as_ref(), &body)?;
-        match route {
-            Route::Events(events) => {
+        match post {
+            Post::Events(events) => {
                 // An event route always verifies; fail closed all the same.
                 let verified = verified.ok_or(SignatureError::Mismatch)?;
                 self.acknowledge(events, parts, body, verified, guard).await
             }
-            _ => self.reply(parts, body, verified, guard).await,
+            Post::Assistant(assistant) => self.reply(assistant, parts, body, verified, guard).await,
         }
     }
 
     /// This platform's message: parse, call the assistant, answer with its reply.
     async fn reply(
         &self,
+        assistant: &dyn Assistant,
         parts: &Parts,
         body: Bytes,
         verified: Option<Verified>,
@@ -288,7 +291,7 @@ impl Webhook {
         let format = self.format_for(&parts.headers, &message);
         let store = self.store_target(&message, verified);
         let context = request_context(&message, verified, body);
-        self.reply_in_time(message, context, format, store, guard.started())
+        self.reply_in_time(assistant, message, context, format, store, guard.started())
             .await
     }
 
@@ -422,10 +425,12 @@ impl Webhook {
             .iter()
             .find(|route| &*route.path == path);
         match (&parts.method, probe, events) {
-            (&Method::POST, _, Some(events)) => Ok(Route::Events(events)),
-            (&Method::POST, _, None) if self.inner.assistant.is_some() => Ok(Route::Assistant),
+            (&Method::POST, _, Some(events)) => Ok(Route::Post(Post::Events(events))),
+            (&Method::POST, _, None) => match &self.inner.assistant {
+                Some(assistant) => Ok(Route::Post(Post::Assistant(&**assistant))),
+                None => Err(RequestError::NotFound),
+            },
             (&Method::GET, Some(probe), _) => Ok(probe),
-            (&Method::POST, _, None) => Err(RequestError::NotFound),
             (method, probe, _) => Err(RequestError::MethodNotAllowed {
                 method: method.clone(),
                 allow: if probe.is_some() { "GET, POST" } else { "POST" },
@@ -480,6 +485,7 @@ impl Webhook {
     /// enforces it on the first chunk, and the chunk timeout on the others.
     async fn reply_in_time(
         &self,
+        assistant: &dyn Assistant,
         message: MessageReceived,
         context: Context,
         format: Format,
@@ -487,10 +493,7 @@ impl Webhook {
         started: Instant,
     ) -> Result<Answer, RequestError> {
         let deadline = started + self.inner.reply_deadline;
-        let Some(assistant) = &self.inner.assistant else {
-            return Err(RequestError::NotFound);
-        };
-        let call = assistant::call(&**assistant, message, context);
+        let call = assistant::call(assistant, message, context);
         let calling = (InFlight::assistant_calls(), Instant::now());
         let answered = tokio::time::timeout_at(deadline, call).await;
         measure::assistant_time(calling.1.elapsed().as_secs_f64());
@@ -586,15 +589,22 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
 /// Where a request goes.
 #[derive(Clone, Copy)]
 enum Route<'w> {
-    /// This platform's message, for the assistant.
-    Assistant,
-    /// Another platform's event.
-    Events(&'w EventRoute),
+    /// A webhook delivery.
+    Post(Post<'w>),
     /// Liveness: the process answers.
     Health,
     /// Readiness: the replay stores answer too, so a load balancer can take an
     /// instance whose shared store is unreachable out of rotation.
     Ready,
+}
+
+/// Who answers a webhook delivery.
+#[derive(Clone, Copy)]
+enum Post<'w> {
+    /// This platform's message, for the assistant.
+    Assistant(&'w dyn Assistant),
+    /// Another platform's event.
+    Events(&'w EventRoute),
 }
 
 fn verify_body(
