@@ -143,6 +143,17 @@ async fn serve_events(
     (server, webhook, clock)
 }
 
+/// [`serve_events`] with the default configs, both routes recording into one
+/// [`Record`].
+async fn serve_recorded(fixture: &Fixture) -> (TestServer, Webhook, FixedClock, Record) {
+    let record = Record::default();
+    let configs = (sendseven_config(fixture), whatsapp_config(fixture));
+    let handlers = (record.handler(), record.handler());
+    let (server, webhook, clock) =
+        serve_events(fixture, configs, handlers, &Config::default()).await;
+    (server, webhook, clock, record)
+}
+
 fn expected(delivery: &Delivery) -> Seen {
     Seen {
         route: delivery.route.clone(),
@@ -161,11 +172,7 @@ fn assert_status(response: &HttpResponse, status: &str) {
 #[tokio::test]
 async fn each_seed_delivery_reaches_the_handler_once_and_retries_are_duplicates() {
     let fixture = fixture();
-    let record = Record::default();
-    let configs = (sendseven_config(&fixture), whatsapp_config(&fixture));
-    let handlers = (record.handler(), record.handler());
-    let (server, webhook, _clock) =
-        serve_events(&fixture, configs, handlers, &Config::default()).await;
+    let (server, webhook, _clock, record) = serve_recorded(&fixture).await;
 
     for delivery in &fixture.deliveries {
         let response = server.send(&delivery.request()).await;
@@ -197,15 +204,7 @@ async fn a_retry_with_a_new_delivery_id_but_the_same_signature_is_a_duplicate() 
     // The delivery id is not signed: a captured SendSeven request replayed
     // with a fresh id is still caught by its signature.
     let fixture = fixture();
-    let record = Record::default();
-    let configs = (sendseven_config(&fixture), whatsapp_config(&fixture));
-    let (server, webhook, _clock) = serve_events(
-        &fixture,
-        configs,
-        (record.handler(), record.handler()),
-        &Config::default(),
-    )
-    .await;
+    let (server, webhook, _clock, record) = serve_recorded(&fixture).await;
     let original = &fixture.deliveries[0];
     assert_status(&server.send(&original.request()).await, "received");
     let renamed = original.with_header("X-Sendseven-Delivery-Id", Some("dlv_forged"));
@@ -217,26 +216,18 @@ async fn a_retry_with_a_new_delivery_id_but_the_same_signature_is_a_duplicate() 
 #[tokio::test]
 async fn bad_signatures_are_refused_for_every_preset() {
     let fixture = fixture();
-    let record = Record::default();
-    let configs = (sendseven_config(&fixture), whatsapp_config(&fixture));
-    let (server, webhook, clock) = serve_events(
-        &fixture,
-        configs,
-        (record.handler(), record.handler()),
-        &Config::default(),
-    )
-    .await;
-    let refused = |delivery: Delivery, why: &'static str| {
+    let (server, webhook, clock, record) = serve_recorded(&fixture).await;
+    let refused = |delivery: Delivery, why: String| {
         let server = &server;
         async move {
             let response = server.send(&delivery.request()).await;
             let error = response.assert_json_error(401);
-            assert!(error.contains(why), "{}: {error:?}", delivery.name);
+            assert!(error.contains(&why), "{}: {error:?}", delivery.name);
             assert_eq!(response.header("connection"), Some("close"));
         }
     };
     for forged in &fixture.forgeries {
-        refused(forged.clone(), "signature mismatch").await;
+        refused(forged.clone(), "signature mismatch".into()).await;
     }
     let sendseven = &fixture.deliveries[0];
     let bare = &fixture.deliveries[2];
@@ -249,34 +240,57 @@ async fn bad_signatures_are_refused_for_every_preset() {
         let mut changed = delivery.clone();
         let last = changed.body.rfind('}').unwrap();
         changed.body.replace_range(last..=last, "]");
-        refused(changed, "signature mismatch").await;
+        refused(changed, "signature mismatch".into()).await;
         let missing = delivery.with_header(header, None);
-        refused(missing, "missing").await;
+        refused(missing, format!("missing {header} header")).await;
         let sha1 = delivery.with_header(header, Some("sha1=0123"));
-        refused(sha1, "malformed").await;
+        refused(sha1, format!("malformed {header} header")).await;
+        let mut twice = delivery.clone();
+        twice
+            .headers
+            .push((header.to_owned(), delivery.header(header).to_owned()));
+        refused(twice, "sent more than once".into()).await;
     }
     refused(
         sendseven.with_header("X-Sendseven-Timestamp", None),
-        "missing X-Sendseven-Timestamp header",
+        "missing X-Sendseven-Timestamp header".into(),
     )
     .await;
-    // This platform's headers do not open another platform's route.
+    refused(
+        sendseven.with_header("X-Sendseven-Timestamp", Some("+1796000000")),
+        "malformed X-Sendseven-Timestamp header".into(),
+    )
+    .await;
+    // This platform's headers do not open another platform's route, even
+    // over a body signed exactly as SendSeven signs it.
     let body = sendseven.body.as_bytes();
     let mut platform = vec![("Content-Type".to_owned(), "application/json".to_owned())];
-    platform.extend(platform_signature(
-        &fixture.secrets["/sendseven"],
-        fixture.signed_at,
-        body,
-    ));
-    let response = server
+    platform.extend([
+        ("X-Timestamp".to_owned(), fixture.signed_at.to_string()),
+        (
+            "X-Signature".to_owned(),
+            sign(&secret(&fixture, "/sendseven"), fixture.signed_at, body),
+        ),
+    ]);
+    let error = server
         .send(&request("POST", "/sendseven", &platform, body))
-        .await;
-    response.assert_json_error(401);
+        .await
+        .assert_json_error(401);
+    assert!(
+        error.contains("missing X-Sendseven-Timestamp header"),
+        "{error}"
+    );
 
+    clock.set(fixture.signed_at - 301);
+    refused(
+        sendseven.clone(),
+        "X-Sendseven-Timestamp is 301 s in the future".into(),
+    )
+    .await;
     clock.set(fixture.signed_at + 301);
     refused(
         sendseven.clone(),
-        "X-Sendseven-Timestamp is 301 s in the past",
+        "X-Sendseven-Timestamp is 301 s in the past".into(),
     )
     .await;
     // A signature of the body alone has no window to leave.
@@ -345,13 +359,7 @@ async fn a_full_queue_answers_503_and_the_platforms_retry_is_handled() {
 
 #[tokio::test]
 async fn a_failing_or_panicking_handler_is_logged_with_its_event_and_the_next_is_handled() {
-    let log = CapturedLog::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (log, _logging) = CapturedLog::start();
 
     let fixture = fixture();
     let record = Record::default();
@@ -581,13 +589,7 @@ async fn the_assistant_path_is_unchanged_next_to_an_event_route() {
 #[tokio::test]
 async fn an_events_only_webhook_answers_404_elsewhere_and_its_probes() {
     let fixture = fixture();
-    let (server, _webhook, _clock) = serve_events(
-        &fixture,
-        (sendseven_config(&fixture), whatsapp_config(&fixture)),
-        (Record::default().handler(), Record::default().handler()),
-        &Config::default(),
-    )
-    .await;
+    let (server, _webhook, _clock, _record) = serve_recorded(&fixture).await;
     let body = body_of(&payload("hi"));
     let error = server
         .send(&request("POST", "/", &platform_headers(), &body))
@@ -598,6 +600,38 @@ async fn an_events_only_webhook_answers_404_elsewhere_and_its_probes() {
         let response = server.send(&request("GET", probe, &[], b"")).await;
         assert_eq!(response.status, 200, "{probe}");
     }
+}
+
+#[tokio::test]
+async fn a_signed_body_that_is_not_json_is_400_and_a_get_is_405() {
+    let fixture = fixture();
+    let (server, webhook, _clock, record) = serve_recorded(&fixture).await;
+    let not_json = b"message=hi";
+    let signed = fixture.deliveries[0]
+        .with_header(
+            "X-Sendseven-Signature",
+            Some(&sign(
+                &secret(&fixture, "/sendseven"),
+                fixture.signed_at,
+                not_json,
+            )),
+        )
+        .with_header(
+            "X-Sendseven-Timestamp",
+            Some(&fixture.signed_at.to_string()),
+        );
+    let response = server
+        .send(&request("POST", "/sendseven", &signed.headers, not_json))
+        .await;
+    response.assert_json_error(400);
+    let response = server.send(&request("GET", "/sendseven", &[], b"")).await;
+    response.assert_json_error(405);
+    assert_eq!(response.header("allow"), Some("POST"));
+    // Neither was remembered or handled; the genuine delivery still is.
+    let genuine = &fixture.deliveries[0];
+    assert_status(&server.send(&genuine.request()).await, "received");
+    assert_eq!(webhook.drain_events(Duration::from_secs(5)).await, 0);
+    assert_eq!(record.seen(), vec![expected(genuine)]);
 }
 
 #[test]
@@ -631,22 +665,42 @@ fn routes_that_cannot_work_are_refused_at_setup() {
     );
 
     let sendseven = sendseven_config(&fixture);
-    for (path, config) in [
-        ("/s", sendseven.clone().queue(0, 1)),
-        ("/s", sendseven.clone().queue(1, 0)),
+    let quick_window = EventsConfig::new(
+        Scheme::sendseven().with_replay_window(Duration::from_millis(500)),
+        secret(&fixture, "/sendseven"),
+    );
+    for (path, config, why) in [
+        ("/s", sendseven.clone().queue(0, 1), "at least 1"),
+        ("/s", sendseven.clone().queue(1, 0), "at least 1"),
+        (
+            "/s",
+            sendseven.clone().queue(u32::MAX as usize + 1, 1),
+            "too large to count",
+        ),
         (
             "/s",
             sendseven.clone().dedupe_window(Duration::from_secs(60)),
+            "at least the scheme's replay window",
         ),
-        ("s", sendseven.clone()),
-        ("/healthz", sendseven.clone()),
+        (
+            "/s",
+            sendseven.clone().dedupe_window(Duration::from_millis(500)),
+            "dedupe_window must be at least 1 s",
+        ),
+        ("/s", quick_window, "between 1 s and one day"),
+        ("s", sendseven.clone(), "must start with /"),
+        ("/healthz", sendseven.clone(), "probe"),
     ] {
-        let refused = add(path, config).unwrap_err();
-        assert!(
-            matches!(refused, SetupError::InvalidEventRoute { .. }),
-            "{path}: {refused:?}"
-        );
+        match add(path, config) {
+            Err(SetupError::InvalidEventRoute { reason, .. }) => {
+                assert!(reason.contains(why), "{path}: {reason}");
+            }
+            other => panic!("{path}: {other:?}"),
+        }
     }
+    let mut no_secret = sendseven.clone();
+    no_secret.secrets.clear();
+    assert!(matches!(add("/s", no_secret), Err(SetupError::NoSecret)));
     // A window past a day is a mistake, as in Config.
     let slow_clock = EventsConfig::new(
         Scheme::sendseven().with_replay_window(Duration::from_secs(2 * 24 * 60 * 60)),

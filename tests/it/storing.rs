@@ -144,13 +144,7 @@ async fn a_stored_reply_is_named_in_done() {
 
 #[tokio::test]
 async fn a_failed_store_still_completes_the_stream_and_names_its_thread() {
-    let log = CapturedLog::default();
-    let writer = log.clone();
-    let logging = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(logging);
+    let (log, _logging) = CapturedLog::start();
     let (api, received) = partner_api(Api::Fails).await;
     let done = done_of_streamed_echo(storing_config(api), "fail").await;
     assert_eq!(done, json!({"status": "completed"}));

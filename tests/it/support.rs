@@ -496,6 +496,18 @@ impl Write for CapturedLog {
 }
 
 impl CapturedLog {
+    /// Captures, in tracing-subscriber's default format without colours, what
+    /// is logged on this thread at `info` until the guard is dropped.
+    pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let log = CapturedLog::default();
+        let writer = log.clone();
+        let logging = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (log, tracing::subscriber::set_default(logging))
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
