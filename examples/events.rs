@@ -84,10 +84,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     if served.is_empty() {
         return Err("set SENDSEVEN_SECRET and/or WHATSAPP_SECRET: every route verifies".into());
     }
-    tracing::info!(
-        routes = served.join(", "),
-        port = config.addr.port(),
-        "point each platform's webhook at http://<this host>:<port><route>"
-    );
-    common::serve_webhook(&config, webhook).await
+    common::serve_webhook(&config, webhook, |port| {
+        tracing::info!(
+            routes = served.join(", "),
+            port,
+            "point each platform's webhook at http://<this host>:<port><route>"
+        );
+    })
+    .await
 }

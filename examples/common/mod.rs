@@ -23,21 +23,23 @@ pub(crate) async fn serve(assistant: impl Assistant) -> Result<(), Box<dyn Error
     if let Some(cache) = shared_replay_cache().await? {
         config.replay_cache = cache;
     }
-    let server = Server::bind(config.clone(), assistant).await?;
-    announce(&config, server.local_addr().port());
-    server.serve(shutdown_signal()).await;
-    Ok(())
+    let webhook = Webhook::new(&config, assistant)?;
+    serve_webhook(&config, webhook, |port| announce(&config, port)).await
 }
 
-/// Serves a webhook the example built (with event routes) on `config.addr`,
-/// until Ctrl-C or SIGTERM. Logging and metrics are the caller's to start,
-/// before building it.
-pub(crate) async fn serve_webhook(config: &Config, webhook: Webhook) -> Result<(), Box<dyn Error>> {
+/// Serves `webhook` on `config.addr` until Ctrl-C or SIGTERM, calling
+/// `announce` with the port once it listens. Logging and metrics are the
+/// caller's to start, before building the webhook.
+pub(crate) async fn serve_webhook(
+    config: &Config,
+    webhook: Webhook,
+    announce: impl FnOnce(u16),
+) -> Result<(), Box<dyn Error>> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|error| format!("could not listen on {}: {error}", config.addr))?;
     let server = Server::with_webhook(listener, config, webhook)?;
-    tracing::info!(addr = %server.local_addr(), "serving");
+    announce(server.local_addr().port());
     server.serve(shutdown_signal()).await;
     Ok(())
 }
@@ -65,24 +67,37 @@ pub(crate) async fn shared_replay_cache() -> Result<Option<Arc<dyn ReplayCache>>
 
 /// `PORT`, default 8080.
 pub(crate) fn port() -> Result<u16, Box<dyn Error>> {
-    match std::env::var("PORT") {
-        Ok(port) => Ok(port
+    match env_text("PORT")? {
+        Some(port) => Ok(port
             .parse::<u16>()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?),
-        Err(_) => Ok(8080),
+        None => Ok(8080),
     }
 }
 
 /// The secret in the environment variable `name`: `None` when unset, an error
-/// when set but empty (a platform stops signing with an empty secret).
+/// when set but empty (a platform treats an empty secret as none and stops
+/// signing).
 pub(crate) fn secret_from_env(name: &str) -> Result<Option<Secret>, Box<dyn Error>> {
-    match std::env::var(name) {
-        Ok(secret) if secret.is_empty() => Err(format!(
-            "{name} is set but empty; set it to the webhook secret the platform shows, or unset it"
+    match env_text(name)? {
+        Some(secret) if secret.is_empty() => Err(format!(
+            "{name} is set but empty. The platform treats an empty secret as none and stops \
+             signing; set it to the secret the platform shows, or unset it"
         )
         .into()),
-        Ok(secret) => Ok(Some(Secret::new(secret)?)),
-        Err(_) => Ok(None),
+        Some(secret) => Ok(Some(Secret::new(secret)?)),
+        None => Ok(None),
+    }
+}
+
+/// The variable `name`; `None` only when it is unset. A value that is not
+/// UTF-8 is an error, never taken for unset: for a secret that would mean
+/// serving unsigned.
+fn env_text(name: &str) -> Result<Option<String>, Box<dyn Error>> {
+    match std::env::var(name) {
+        Ok(text) => Ok(Some(text)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not UTF-8").into()),
     }
 }
 
@@ -135,7 +150,11 @@ pub(crate) fn init_logging() -> log_writer::FlushOnDrop {
     let (writer, guard) = log_writer::BatchedWriter::new(std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::stdout().is_terminal())
+        // As tracing-subscriber decides when left to itself, NO_COLOR included.
+        .with_ansi(
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+        )
         .event_format(log_line::LogLine)
         .fmt_fields(log_line::LogLine)
         .with_writer(writer)
@@ -156,19 +175,9 @@ pub(crate) fn init_logging() -> log_writer::FlushOnDrop {
 ///   through the platform's Partner API, so they stay on the Chat screen.
 fn config_from_env() -> Result<Config, Box<dyn Error>> {
     let port = port()?;
-    let config = match std::env::var("WEBHOOK_SECRET") {
-        Ok(secret) if secret.is_empty() => {
-            return Err(
-                "WEBHOOK_SECRET is set but empty. The platform treats an empty secret \
-                        as none and stops signing; set the App's secret, or unset \
-                        WEBHOOK_SECRET to accept unsigned requests on purpose"
-                    .into(),
-            );
-        }
-        Ok(secret) => Config::default()
-            .addr(([0, 0, 0, 0], port))
-            .secret(Secret::new(secret)?),
-        Err(_) => {
+    let config = match secret_from_env("WEBHOOK_SECRET")? {
+        Some(secret) => Config::default().addr(([0, 0, 0, 0], port)).secret(secret),
+        None => {
             let public = std::env::var("ALLOW_UNSIGNED_PUBLIC").is_ok_and(|value| value == "1");
             let (host, reach) = if public {
                 ([0, 0, 0, 0], format!("port {port} on every interface"))
