@@ -14,7 +14,7 @@
 //! as the default format shows them.
 //!
 //! ```text
-//! 2026-11-30T13:28:24.123456Z  INFO request{method=POST path=/ app_id=4f3c… thread_id=… message_id=…}: partner_webhook::guard: replied status=200 latency_ms=0.123
+//! 2026-11-30T13:28:24.123456Z  INFO partner_webhook::guard: replied method=POST path=/ app_id=4f3c… thread_id=… message_id=… status=200 latency_ms=0.123
 //! ```
 
 use std::cell::RefCell;
@@ -223,7 +223,7 @@ impl fmt::Write for Sanitized<'_, '_> {
 
 /// Control characters (C0, DEL, C1), line and paragraph separators, and
 /// the bidi controls that reorder what a terminal shows.
-pub(crate) fn is_unsafe(ch: char) -> bool {
+fn is_unsafe(ch: char) -> bool {
     ch.is_control()
         || matches!(
             ch,

@@ -60,6 +60,11 @@ impl BatchedWriter {
             std::thread::Builder::new()
                 .name("log-writer".to_owned())
                 .spawn(move || shared.write_out(output))
+                .inspect_err(|error| {
+                    // Nothing else could report it: lines would pile up to
+                    // HOLD_AT_MOST, then be dropped.
+                    eprintln!("log-writer: no thread to write the log: {error}");
+                })
                 .ok()
         };
         let writer = BatchedWriter {
@@ -105,6 +110,11 @@ impl Shared {
                 let _ = output.write_all(&batch).and_then(|()| output.flush());
                 batch.clear();
             }
+            // A burst while the output was blocked may have grown it to
+            // HOLD_AT_MOST; the two buffers take turns, so both shrink back.
+            if batch.capacity() > 4 * FLUSH_AT {
+                batch = Vec::with_capacity(FLUSH_AT);
+            }
             if closing {
                 return;
             }
@@ -112,11 +122,22 @@ impl Shared {
     }
 }
 
+/// How long exit waits for the last lines: an output that stopped reading
+/// (a full pipe) must not keep the process from ending.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
         self.shared.lock().closing = true;
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let waited = std::time::Instant::now();
+        while !thread.is_finished() && waited.elapsed() < EXIT_WAIT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
             let _ = thread.join();
         }
     }

@@ -87,3 +87,25 @@ fn a_blocked_output_drops_lines_with_a_count_instead_of_growing() {
     let dropped: u64 = notice.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!((3 * 1024..=5 * 1024).contains(&dropped), "{notice}");
 }
+
+#[test]
+fn exit_gives_up_on_an_output_that_never_reads_again() {
+    let output = Output::default();
+    let shut = output.gate.lock().unwrap();
+    let (writer, flush) = BatchedWriter::new(output.clone());
+    writer.make_writer().write_all(b"stuck\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // A process whose stdout is a pipe nobody reads still exits: the guard
+    // waits a couple of seconds for the last lines, not forever.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(flush);
+        let _ = done_tx.send(());
+    });
+    let exited = done_rx.recv_timeout(Duration::from_secs(30));
+    drop(shut);
+    assert!(
+        exited.is_ok(),
+        "dropping the guard hung on a blocked output"
+    );
+}
