@@ -253,7 +253,6 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-/// A distinct 32-byte "signature" per counter value.
 /// A distinct, uniformly random-looking signature per counter, as HMAC tags are: a
 /// counter in the first bytes would fill a table that places keys by their own bits
 /// in order, never colliding, and flatter it.
@@ -373,6 +372,47 @@ enum Writer {
     Sink,
 }
 
+/// One way of logging a request.
+struct Logging {
+    level: &'static str,
+    ansi: bool,
+    writer: Writer,
+    /// The examples' line format (`examples/common/log_line.rs`), else the default.
+    examples_format: bool,
+}
+
+impl Logging {
+    /// The subscriber, and what must live as long as it (its writer's flush guard).
+    fn dispatch(&self) -> (tracing::Dispatch, Box<dyn std::any::Any>) {
+        let (writer, flush): (BoxMakeWriter, Box<dyn std::any::Any>) = match self.writer {
+            Writer::Appender => {
+                let (writer, flush) = tracing_appender::non_blocking(std::io::sink());
+                (BoxMakeWriter::new(writer), Box::new(flush))
+            }
+            Writer::Batched => {
+                let (writer, flush) = log_writer::BatchedWriter::new(std::io::sink());
+                (BoxMakeWriter::new(writer), Box::new(flush))
+            }
+            Writer::Sink => (BoxMakeWriter::new(std::io::sink), Box::new(())),
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(self.level))
+            .with_ansi(self.ansi)
+            .with_writer(writer);
+        let dispatch = if self.examples_format {
+            tracing::Dispatch::new(
+                builder
+                    .event_format(log_line::LogLine)
+                    .fmt_fields(log_line::LogLine)
+                    .finish(),
+            )
+        } else {
+            tracing::Dispatch::new(builder.finish())
+        };
+        (dispatch, flush)
+    }
+}
+
 fn log_line(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -388,50 +428,34 @@ fn log_line(c: &mut Criterion) {
         .with_clock(clock.clone());
     let body = body(0, 0, false);
     let mut group = c.benchmark_group("log_line");
-    /// Level, colours, writer, and the examples' line format instead of the default.
-    type Logging = Option<(&'static str, bool, Writer, bool)>;
-    let variants: [(&str, Logging); 7] = [
+    let logged = |level, ansi, writer, examples_format| {
+        Some(Logging {
+            level,
+            ansi,
+            writer,
+            examples_format,
+        })
+    };
+    let variants = [
         ("none", None),
-        ("warn", Some(("warn", false, Writer::Appender, false))),
-        ("info_ansi", Some(("info", true, Writer::Appender, false))),
-        ("info_plain", Some(("info", false, Writer::Appender, false))),
+        ("warn", logged("warn", false, Writer::Appender, false)),
+        ("info_ansi", logged("info", true, Writer::Appender, false)),
+        ("info_plain", logged("info", false, Writer::Appender, false)),
         (
             "info_batched",
-            Some(("info", false, Writer::Batched, false)),
+            logged("info", false, Writer::Batched, false),
         ),
         (
             "info_format_only",
-            Some(("info", false, Writer::Sink, false)),
+            logged("info", false, Writer::Sink, false),
         ),
         (
             "info_log_line",
-            Some(("info", false, Writer::Batched, true)),
+            logged("info", false, Writer::Batched, true),
         ),
     ];
     for (name, logging) in variants {
-        let (appender, _flush_appender) = tracing_appender::non_blocking(std::io::sink());
-        let (batched, _flush_batched) = log_writer::BatchedWriter::new(std::io::sink());
-        let dispatch = logging.map(|(level, ansi, writer, log_line)| {
-            let writer = match writer {
-                Writer::Appender => BoxMakeWriter::new(appender),
-                Writer::Batched => BoxMakeWriter::new(batched),
-                Writer::Sink => BoxMakeWriter::new(std::io::sink),
-            };
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(level))
-                .with_ansi(ansi)
-                .with_writer(writer);
-            if log_line {
-                tracing::Dispatch::new(
-                    builder
-                        .event_format(log_line::LogLine)
-                        .fmt_fields(log_line::LogLine)
-                        .finish(),
-                )
-            } else {
-                tracing::Dispatch::new(builder.finish())
-            }
-        });
+        let (dispatch, _flush) = logging.as_ref().map(Logging::dispatch).unzip();
         let mut run = || {
             group.bench_function(name, |b| {
                 b.iter_batched(

@@ -46,11 +46,13 @@ function init(args)
   f:close()
   local at = 1
   while at <= #entries do
+    local eol = entries:find("\n", at, true) or (#entries + 1)
     local s1 = entries:find(" ", at, true)
-    if not s1 then break end
-    local s2 = entries:find(" ", s1 + 1, true)
-    local s3 = entries:find(" ", s2 + 1, true)
-    local eol = entries:find("\n", s3 + 1, true) or (#entries + 1)
+    local s2 = s1 and entries:find(" ", s1 + 1, true)
+    local s3 = s2 and entries:find(" ", s2 + 1, true)
+    -- gen_pool.py writes four fields a line; anything else stops the run loudly.
+    local s4 = s3 and entries:find(" ", s3 + 1, true)
+    assert(s3 and s3 < eol and (not s4 or s4 > eol), "malformed pool line at byte " .. at)
     n = n + 1
     xts[n], sig[n], mid[n], pts[n], ends[n] = at, s1 + 1, s2 + 1, s3 + 1, eol
     at = eol + 1
@@ -66,8 +68,8 @@ function request()
     if exhausted == 1 then wrk.thread:stop() end
     return filler
   end
-  -- One concatenation, so each request makes one string of garbage, not two: at 3 KB
-  -- and above, the Lua collector's pauses otherwise leave the server idle.
+  -- The fields are cut from the pool's one string (four short strings) and the request
+  -- is made in one concatenation: a single large string of garbage per request.
   local sub = string.sub
   local m = sub(entries, mid[idx], pts[idx] - 2)
   local p = sub(entries, pts[idx], ends[idx] - 1)

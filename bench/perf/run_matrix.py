@@ -16,7 +16,7 @@ CPU 1 with one thread:
 
 Both echo servers run as a new user runs them: RUST_LOG unset (info), NO_COLOR=1, the
 log to a file. For every cell (body, connections, server), in this order so that the
-three servers are interleaved in the same sitting: a fresh pool of distinct signed
+servers are interleaved in the same sitting: a fresh pool of distinct signed
 requests (gen_pool.py), VmHWM reset (clear_refs 5), utime+stime read from
 /proc/PID/stat, wrk with pool.lua, /proc read again. CPU per request = (utime+stime
 delta, 10 ms ticks) / requests answered. A cell with any non-2xx answer, a wrong body,
@@ -42,7 +42,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from webhook_client import machine_info  # noqa: E402  (bench/, one folder up)
+from webhook_client import machine_info, proc_status as vm, reset_hwm  # noqa: E402  (bench/, one folder up)
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -63,24 +63,6 @@ def cpu_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-
-
-def vm(pid: int) -> dict:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmHWM", "VmRSS", "Threads"):
-                out[key] = int(value.split()[0])
-    return out
-
-
-def reset_hwm(pid: int) -> None:
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def machine() -> dict:
