@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use partner_webhook::{
     Assistant, Config, Context, MessageReceived, Secret, Server, Webhook, assistant_fn,
-    escape_non_ascii, sign,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -153,8 +152,8 @@ pub fn platform_headers() -> Vec<(String, String)> {
 /// `X-Timestamp` and `X-Signature` exactly as the platform computes them: over
 /// the `\u`-escaped text, not the raw UTF-8 body it sends.
 pub fn platform_signature(secret: &str, timestamp: u64, body: &[u8]) -> Vec<(String, String)> {
-    let escaped = escape_non_ascii(std::str::from_utf8(body).unwrap());
-    let signature = sign(&Secret::new(secret).unwrap(), timestamp, escaped.as_bytes());
+    let secret = Secret::new(secret).unwrap();
+    let signature = partner_webhook::testing::platform_signature(&secret, timestamp, body);
     vec![
         ("X-Timestamp".to_owned(), timestamp.to_string()),
         ("X-Signature".to_owned(), signature),
