@@ -28,6 +28,9 @@
 //!   examples' line format (`examples/common/log_line.rs`) through the batched writer, as
 //!   the examples log now. The difference to `none` is what the request's span and log
 //!   line cost the request's own thread.
+//! - `as_served`: `webhook_json` as the echo example runs it, with the examples' log
+//!   line (batched writer, into a sink) and a Prometheus recorder taking the metrics,
+//!   installed before the webhook is built, as the examples do.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -476,12 +479,64 @@ fn log_line(c: &mut Criterion) {
     group.finish();
 }
 
+/// `webhook_json` as the echo example serves it: the examples' log line through the
+/// batched writer, and a Prometheus recorder taking every metric. What the socket
+/// matrix's `json` server spends in the crate, without hyper and the kernel.
+fn as_served(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let secret = secret();
+    let clock = FixedClock::new(NOW + 20_000_000);
+    let echo = assistant_fn(|message, _context| async move {
+        Ok::<_, Infallible>(format!("Echo: {}", message.message.content))
+    });
+    let (dispatch, _flush) = Logging {
+        level: "info",
+        ansi: false,
+        writer: Writer::Batched,
+        examples_format: true,
+    }
+    .dispatch();
+    // As the examples do: the recorder installed, globally, before the webhook
+    // is built. The last group to run, so the others run without it.
+    metrics::set_global_recorder(
+        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+    )
+    .expect("as_served installs the only global recorder");
+    let webhook = Webhook::new(&Config::default().secret(secret.clone()), echo)
+        .expect("a valid config")
+        .with_clock(clock.clone());
+    let mut group = c.benchmark_group("as_served");
+    for (name, body) in bodies(false) {
+        if name == "63KB" {
+            continue;
+        }
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        let run = || {
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter_batched(
+                    || {
+                        clock.advance(1);
+                        testing::signed_request(&body, Some(&secret), clock.now())
+                    },
+                    |request| runtime.block_on(testing::call(&webhook, request)).status,
+                    BatchSize::NumIterations(100),
+                );
+            });
+        };
+        tracing::dispatcher::with_default(&dispatch, run);
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = micro;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(700))
         .measurement_time(Duration::from_secs(3))
         .sample_size(40);
-    targets = hashing_and_verify, parse, replay_insert, webhook, log_line
+    targets = hashing_and_verify, parse, replay_insert, webhook, log_line, as_served
 }
 criterion_main!(micro);

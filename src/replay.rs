@@ -107,6 +107,9 @@ struct Seen {
     /// second behind another's would otherwise find its entry already expired
     /// by the later reading.
     forgotten_until: u64,
+    /// The entry count last set on the gauge: once the cache is full it stays
+    /// put, and setting it again on every request cost a metric lookup each.
+    reported_entries: usize,
 }
 
 impl MemoryReplayCache {
@@ -139,7 +142,11 @@ impl MemoryReplayCache {
         }
         seen.keys.insert(key);
         seen.file(expires_at, key);
-        measure::replay_cache_entries(seen.keys.len());
+        let entries = seen.keys.len();
+        if entries != seen.reported_entries {
+            seen.reported_entries = entries;
+            measure::replay_cache_entries(entries);
+        }
         true
     }
 

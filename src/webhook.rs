@@ -26,7 +26,7 @@ use crate::error::{BoxError, Overload, RequestError};
 use crate::events::{EventHandler, EventRoute, EventsConfig};
 use crate::guard::{RefusalLog, RequestGuard};
 use crate::limits::{self, BodyLimits};
-use crate::measure::{self, InFlight};
+use crate::measure::{self, InFlight, Meters};
 use crate::payload::MessageReceived;
 use crate::replay::ReplayCache;
 use crate::response::{self, Answer, Reply, ResponseBody};
@@ -91,6 +91,7 @@ struct Inner {
     partner_api: Option<PartnerApi>,
     fallback_reply: Option<String>,
     refusals: Arc<RefusalLog>,
+    meters: Arc<Meters>,
     label_metrics_by_app: bool,
     /// Unix seconds; replaceable so tests can stand at the window's edge.
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
@@ -159,6 +160,7 @@ impl Webhook {
                     .transpose()?,
                 fallback_reply: config.fallback_reply.clone(),
                 refusals: Arc::default(),
+                meters: Arc::new(Meters::register()),
                 label_metrics_by_app: config.metrics_app_label,
                 clock: Box::new(unix_now),
             }),
@@ -225,6 +227,7 @@ impl Webhook {
         let mut guard = RequestGuard::new(
             &parts,
             Arc::clone(&self.inner.refusals),
+            Arc::clone(&self.inner.meters),
             self.inner.label_metrics_by_app,
         );
         let span = guard.span().clone();
@@ -332,7 +335,7 @@ impl Webhook {
         let now = (self.inner.clock)();
         let signed = verifier.check_headers(headers, now)?;
         if let Some(timestamp) = signed.timestamp() {
-            measure::signing_skew(now as f64 - timestamp as f64);
+            measure::signing_skew(&self.inner.meters, now as f64 - timestamp as f64);
         }
         Ok(Some(signed))
     }
@@ -494,9 +497,12 @@ impl Webhook {
     ) -> Result<Answer, RequestError> {
         let deadline = started + self.inner.reply_deadline;
         let call = assistant::call(assistant, message, context);
-        let calling = (InFlight::assistant_calls(), Instant::now());
+        let calling = (
+            InFlight::assistant_calls(&self.inner.meters),
+            Instant::now(),
+        );
         let answered = tokio::time::timeout_at(deadline, call).await;
-        measure::assistant_time(calling.1.elapsed().as_secs_f64());
+        measure::assistant_time(&self.inner.meters, calling.1.elapsed().as_secs_f64());
         drop(calling);
         let Ok(reply) = answered else {
             return self.missed_deadline(format);

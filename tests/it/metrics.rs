@@ -1,6 +1,9 @@
 //! Metrics: a known mix of requests, then a scrape of the Prometheus
 //! endpoint over a real socket. The server and its global recorder run in a
-//! child process, so other tests' requests do not count.
+//! child process, so other tests' requests do not count. The webhook keeps
+//! handles for what every request records when the recorder is installed
+//! before it is built, and records through the `metrics` macros otherwise:
+//! both ways are scraped.
 
 use std::time::Duration;
 
@@ -9,14 +12,34 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use crate::support::*;
 
 const CHILD: &str = "metrics::metrics_child_server";
+const CHILD_RECORDER_AFTER: &str = "metrics::metrics_child_server_recorder_after";
 
-/// The server half: the echo server and a Prometheus endpoint.
+/// The server half: the echo server and a Prometheus endpoint, installed
+/// first, as the examples do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the server process of a_scrape_counts_a_known_mix_of_requests"]
 async fn metrics_child_server() {
     if !ChildServer::is_child(CHILD) {
         return;
     }
+    let metrics_addr = install_prometheus().await;
+    let server = TestServer::echo().await;
+    ChildServer::serve_until_parent_leaves(&[server.addr.port(), metrics_addr.port()]).await;
+}
+
+/// The same with the recorder installed after the webhook is built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the server process of a_recorder_installed_after_the_webhook_counts_the_same"]
+async fn metrics_child_server_recorder_after() {
+    if !ChildServer::is_child(CHILD_RECORDER_AFTER) {
+        return;
+    }
+    let server = TestServer::echo().await;
+    let metrics_addr = install_prometheus().await;
+    ChildServer::serve_until_parent_leaves(&[server.addr.port(), metrics_addr.port()]).await;
+}
+
+async fn install_prometheus() -> std::net::SocketAddr {
     let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = free.local_addr().unwrap();
     drop(free);
@@ -24,8 +47,7 @@ async fn metrics_child_server() {
         .with_http_listener(metrics_addr)
         .install()
         .unwrap();
-    let server = TestServer::echo().await;
-    ChildServer::serve_until_parent_leaves(&[server.addr.port(), metrics_addr.port()]).await;
+    metrics_addr
 }
 
 /// The value of the series whose line starts with `series` (name and labels
@@ -45,7 +67,16 @@ fn value(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_counts_a_known_mix_of_requests() {
-    let child = ChildServer::start(CHILD);
+    scrape_counts_a_known_mix(CHILD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_installed_after_the_webhook_counts_the_same() {
+    scrape_counts_a_known_mix(CHILD_RECORDER_AFTER).await;
+}
+
+async fn scrape_counts_a_known_mix(server: &str) {
+    let child = ChildServer::start(server);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], child.ports[0]));
     let send = |request: Vec<u8>| async move { Connection::open(addr).await.send(&request).await };
     // Three good, one replay of the first, one unsigned, one bad JSON.
