@@ -51,7 +51,7 @@ BODY_LABEL = {"small": "0.4 KB", "3k": "3 KB", "multi": "3 KB multilingual", "16
               "63k": "63 KB", "256k": "256 KB"}
 # First guess of the highest req/s of a cell, to size its pool; later cells of the
 # same kind use 1.5x what was measured.
-RATE_GUESS = {"small": 120_000, "3k": 100_000, "multi": 100_000, "16k": 50_000, "63k": 15_000,
+RATE_GUESS = {"small": 120_000, "3k": 100_000, "multi": 100_000, "16k": 50_000, "63k": 30_000,
               "256k": 5_000}
 
 
