@@ -164,6 +164,11 @@ impl RequestGuard {
         &self.span
     }
 
+    /// The webhook's metric handles, for what the response records.
+    pub(crate) fn meters(&self) -> &Meters {
+        &self.meters
+    }
+
     pub(crate) fn started(&self) -> Instant {
         self.started
     }

@@ -49,6 +49,8 @@ struct Handles {
     /// outcome of almost every request.
     replied: Counter,
     replied_duration: Histogram,
+    /// `sse_frames_total` by event: `delta`, `done`, `error`.
+    sse_frames: [Counter; 3],
 }
 
 impl Meters {
@@ -72,6 +74,7 @@ impl Meters {
                 assistant_duration: histogram!(ASSISTANT_DURATION),
                 replied: counter!(REQUESTS, "outcome" => "replied", "status" => "200"),
                 replied_duration: histogram!(REQUEST_DURATION, "outcome" => "replied"),
+                sse_frames: SSE_EVENTS.map(|event| counter!(SSE_FRAMES, "event" => event)),
             }),
             _ => None,
         };
@@ -101,6 +104,8 @@ const REQUESTS_IN_FLIGHT: &str = "partner_webhook_requests_in_flight";
 const ASSISTANT_CALLS_IN_FLIGHT: &str = "partner_webhook_assistant_calls_in_flight";
 const SIGNING_SKEW: &str = "partner_webhook_signing_skew_seconds";
 const ASSISTANT_DURATION: &str = "partner_webhook_assistant_duration_seconds";
+const SSE_FRAMES: &str = "partner_webhook_sse_frames_total";
+const SSE_EVENTS: [&str; 3] = ["delta", "done", "error"];
 
 pub(crate) fn request_finished(
     meters: &Meters,
@@ -171,8 +176,15 @@ pub(crate) fn replay_store_error() {
     counter!("partner_webhook_replay_store_errors_total").increment(1);
 }
 
-pub(crate) fn sse_frame(event: &'static str) {
-    counter!("partner_webhook_sse_frames_total", "event" => event).increment(1);
+pub(crate) fn sse_frame(meters: &Meters, event: &'static str) {
+    let cached = meters.handles().and_then(|handles| {
+        let at = SSE_EVENTS.iter().position(|known| *known == event)?;
+        Some(&handles.sse_frames[at])
+    });
+    match cached {
+        Some(counter) => counter.increment(1),
+        None => counter!(SSE_FRAMES, "event" => event).increment(1),
+    }
 }
 
 pub(crate) fn stream_cut(why: &'static str) {

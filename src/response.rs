@@ -237,7 +237,7 @@ impl Body for ResponseBody {
                 let polled = {
                     // Whatever the stream logs belongs to this request.
                     let _in_span = body.guard.span().enter();
-                    frames.poll_next_frame(cx)
+                    frames.poll_next_frame(cx, body.guard.meters())
                 };
                 match polled {
                     Poll::Ready(Some((frame, ended))) => {

@@ -81,6 +81,15 @@ pub fn escape_non_ascii(json: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8(escaped).unwrap_or_default())
 }
 
+/// [`escape_non_ascii`] appended to `out`, without a string of its own.
+pub(crate) fn escape_non_ascii_into(json: &str, out: &mut Vec<u8>) {
+    if needs_escaping(json.as_bytes()) {
+        write_escaped(json, |piece| out.extend_from_slice(piece));
+    } else {
+        out.extend_from_slice(json.as_bytes());
+    }
+}
+
 fn needs_escaping(body: &[u8]) -> bool {
     // `any` stops at each byte and runs a byte at a time; folding a chunk
     // without stopping lets the compiler check 16 or 32 bytes per step, which

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use hyper::body::Bytes;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, Sleep};
 
@@ -18,9 +19,9 @@ use tracing::warn;
 
 use crate::error::BoxError;
 use crate::guard::Outcome;
-use crate::measure;
+use crate::measure::{self, Meters};
 use crate::response::{Chunks, Reply};
-use crate::signature::escape_non_ascii;
+use crate::signature::escape_non_ascii_into;
 use crate::store::{StoreTarget, Stored, Storing};
 
 /// What the end user reads when the stream fails; the detail goes to the log.
@@ -46,26 +47,46 @@ fn delta_frames(text: &str) -> Vec<Bytes> {
             ch => 6 * ch.len_utf16(),
         };
         if escaped_len + cost > MAX_DELTA_JSON && at > start {
-            frames.push(frame("delta", &json!({ "text": &text[start..at] })));
+            frames.push(frame(
+                "delta",
+                &Delta {
+                    text: &text[start..at],
+                },
+            ));
             (start, escaped_len) = (at, 0);
         }
         escaped_len += cost;
     }
-    frames.push(frame("delta", &json!({ "text": &text[start..] })));
+    frames.push(frame(
+        "delta",
+        &Delta {
+            text: &text[start..],
+        },
+    ));
     frames
 }
 
 /// One event: `event: <name>`, one `data:` line of ASCII-only JSON, a blank
 /// line. ASCII only because the platform decodes every network chunk on its
 /// own, so a character split across two chunks would turn into U+FFFD.
-pub(crate) fn frame(event: &str, data: &Value) -> Bytes {
+pub(crate) fn frame(event: &str, data: &impl Serialize) -> Bytes {
     // serde_json escapes quotes, backslashes and control characters (so a
     // newline in the text cannot end the data line); the rest is made ASCII.
-    let json = data.to_string();
-    Bytes::from(format!(
-        "event: {event}\ndata: {}\n\n",
-        escape_non_ascii(&json)
-    ))
+    // Objects of strings and numbers always serialize.
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+    let mut out = Vec::with_capacity(event.len() + json.len() + json.len() / 4 + 16);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    escape_non_ascii_into(&json, &mut out);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// A `delta` event's data.
+#[derive(Serialize)]
+struct Delta<'a> {
+    text: &'a str,
 }
 
 /// The frames of one streamed reply, with the deadlines the platform's
@@ -130,6 +151,7 @@ impl SseFrames {
     pub(crate) fn poll_next_frame(
         &mut self,
         cx: &mut Context<'_>,
+        meters: &Meters,
     ) -> Poll<Option<(Bytes, Option<Outcome>)>> {
         if std::mem::take(&mut self.flush_first) {
             cx.waker().wake_by_ref();
@@ -137,7 +159,7 @@ impl SseFrames {
         }
         loop {
             if let Some((event, frame)) = self.queued.pop_front() {
-                measure::sse_frame(event);
+                measure::sse_frame(meters, event);
                 let outcome = (self.queued.is_empty() && self.finished).then(|| self.outcome());
                 self.flush_first = true;
                 return Poll::Ready(Some((frame, outcome)));

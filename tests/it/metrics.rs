@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
+use partner_webhook::ReplyFormat;
 
 use crate::support::*;
 
@@ -23,8 +24,13 @@ async fn metrics_child_server() {
         return;
     }
     let metrics_addr = install_prometheus().await;
-    let server = TestServer::echo().await;
-    ChildServer::serve_until_parent_leaves(&[server.addr.port(), metrics_addr.port()]).await;
+    let (json, sse) = echo_servers().await;
+    ChildServer::serve_until_parent_leaves(&[
+        json.addr.port(),
+        metrics_addr.port(),
+        sse.addr.port(),
+    ])
+    .await;
 }
 
 /// The same with the recorder installed after the webhook is built.
@@ -34,9 +40,20 @@ async fn metrics_child_server_recorder_after() {
     if !ChildServer::is_child(CHILD_RECORDER_AFTER) {
         return;
     }
-    let server = TestServer::echo().await;
+    let (json, sse) = echo_servers().await;
     let metrics_addr = install_prometheus().await;
-    ChildServer::serve_until_parent_leaves(&[server.addr.port(), metrics_addr.port()]).await;
+    ChildServer::serve_until_parent_leaves(&[
+        json.addr.port(),
+        metrics_addr.port(),
+        sse.addr.port(),
+    ])
+    .await;
+}
+
+/// The echo server answering JSON, and one streaming SSE.
+async fn echo_servers() -> (TestServer, TestServer) {
+    let sse = TestServer::start(signed_config().reply_format(ReplyFormat::Sse), echo()).await;
+    (TestServer::echo().await, sse)
 }
 
 async fn install_prometheus() -> std::net::SocketAddr {
@@ -89,6 +106,18 @@ async fn scrape_counts_a_known_mix(server: &str) {
     send(request("POST", "/", &platform_headers(), &body))
         .await
         .assert_json_error(401);
+    // One streamed reply: a delta and done.
+    let mut stream = Connection::open(([127, 0, 0, 1], child.ports[2]).into()).await;
+    stream.write(&signed_post(&payload("streamed"))).await;
+    assert_eq!(stream.read_head().await.status, 200);
+    let mut frames = Vec::new();
+    while let Some(chunk) = stream.read_chunk().await {
+        frames.extend(chunk);
+    }
+    assert!(
+        String::from_utf8_lossy(&frames).contains("event: done"),
+        "{frames:?}"
+    );
     let garbage = b"{not json".to_vec();
     let mut headers = platform_headers();
     headers.extend(platform_signature(SECRET, now(), &garbage));
@@ -113,7 +142,7 @@ async fn scrape_counts_a_known_mix(server: &str) {
             requests,
             &[("outcome", "replied"), ("status", "200")]
         ),
-        3.0,
+        4.0,
         "{text}"
     );
     assert_eq!(
@@ -154,5 +183,8 @@ async fn scrape_counts_a_known_mix(server: &str) {
         text.contains("partner_webhook_signing_skew_seconds"),
         "{text}"
     );
+    let frames = "partner_webhook_sse_frames_total";
+    assert_eq!(value(&text, frames, &[("event", "delta")]), 1.0, "{text}");
+    assert_eq!(value(&text, frames, &[("event", "done")]), 1.0, "{text}");
     assert_eq!(value(&text, "partner_webhook_requests_in_flight", &[]), 0.0);
 }
