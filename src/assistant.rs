@@ -113,17 +113,24 @@ where
 }
 
 /// Calls the assistant; an `Err` or a panic becomes [`RequestError::Assistant`].
-pub(crate) async fn call(
+///
+/// Not an `async fn`: the message and context move into the assistant's own
+/// (boxed) future at once, rather than waiting in this one's state, and in
+/// every future that holds it, until the first poll.
+pub(crate) fn call(
     assistant: &dyn Assistant,
     message: MessageReceived,
     context: Context,
-) -> Result<Reply, RequestError> {
-    match CatchUnwind(assistant.reply(message, context)).await {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(error)) => Err(RequestError::Assistant(error)),
-        Err(panic) => Err(RequestError::Assistant(
-            format!("assistant panicked: {}", panic_message(panic)).into(),
-        )),
+) -> impl Future<Output = Result<Reply, RequestError>> + Send + '_ {
+    let replying = CatchUnwind(assistant.reply(message, context));
+    async move {
+        match replying.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => Err(RequestError::Assistant(error)),
+            Err(panic) => Err(RequestError::Assistant(
+                format!("assistant panicked: {}", panic_message(panic)).into(),
+            )),
+        }
     }
 }
 

@@ -289,12 +289,17 @@ impl Webhook {
         // with the same request, as its Retry-After invites.
         guard.hold_slot(self.reply_slot()?);
         self.reject_replay(verified).await?;
-        let message = MessageReceived::from_json(&body)?;
-        guard.take_ids_from_body(&parts.headers, &message);
-        let format = self.format_for(&parts.headers, &message);
-        let store = self.store_target(&message, verified);
-        let context = request_context(&message, verified, body);
-        self.reply_in_time(assistant, message, context, format, store, guard.started())
+        // The message moves into the assistant's future here, so that no
+        // state of this request's future keeps a copy of it across the wait.
+        let (call, format, store) = {
+            let message = MessageReceived::from_json(&body)?;
+            guard.take_ids_from_body(&parts.headers, &message);
+            let format = self.format_for(&parts.headers, &message);
+            let store = self.store_target(&message, verified);
+            let context = request_context(&message, verified, body);
+            (assistant::call(assistant, message, context), format, store)
+        };
+        self.reply_in_time(call, format, store, guard.started())
             .await
     }
 
@@ -469,18 +474,18 @@ impl Webhook {
         &self,
         message: &MessageReceived,
         verified: Option<Verified>,
-    ) -> Option<StoreTarget> {
+    ) -> Option<Box<StoreTarget>> {
         let (api, verifier, verified) = (
             self.inner.partner_api.as_ref()?,
             self.inner.verifier.as_ref()?,
             verified?,
         );
-        Some(StoreTarget {
+        Some(Box::new(StoreTarget {
             api: api.clone(),
             app_id: message.app.id.clone(),
             thread_id: message.thread.id.clone(),
             secret: verifier.secrets().get(verified.secret_index)?.clone(),
-        })
+        }))
     }
 
     /// Calls the assistant, but answers by the deadline whatever it does. In
@@ -488,15 +493,12 @@ impl Webhook {
     /// enforces it on the first chunk, and the chunk timeout on the others.
     async fn reply_in_time(
         &self,
-        assistant: &dyn Assistant,
-        message: MessageReceived,
-        context: Context,
+        call: impl Future<Output = Result<Reply, RequestError>>,
         format: Format,
-        store: Option<StoreTarget>,
+        store: Option<Box<StoreTarget>>,
         started: Instant,
     ) -> Result<Answer, RequestError> {
         let deadline = started + self.inner.reply_deadline;
-        let call = assistant::call(assistant, message, context);
         let calling = (
             InFlight::assistant_calls(&self.inner.meters),
             Instant::now(),
@@ -513,7 +515,7 @@ impl Webhook {
                 let frames =
                     SseFrames::new(reply, deadline, self.inner.stream_chunk_timeout, false);
                 Ok(Answer::Sse(Box::new(match store {
-                    Some(target) => frames.storing_to(target),
+                    Some(target) => frames.storing_to(*target),
                     None => frames,
                 })))
             }
