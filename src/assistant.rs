@@ -122,7 +122,7 @@ pub(crate) fn call(
     message: MessageReceived,
     context: Context,
 ) -> impl Future<Output = Result<Reply, RequestError>> + Send + '_ {
-    let replying = CatchUnwind(assistant.reply(message, context));
+    let replying = CatchUnwind::call(|| assistant.reply(message, context));
     async move {
         match replying.await {
             Ok(Ok(reply)) => Ok(reply),
@@ -134,16 +134,31 @@ pub(crate) fn call(
     }
 }
 
-/// Polls a future of the user's inside `catch_unwind`: an assistant's panic
-/// reaches the client as a 500 rather than as a connection closed without an
-/// answer, and an event handler's is logged with its event.
-pub(crate) struct CatchUnwind<F>(pub(crate) F);
+/// A future of the user's, called and polled inside `catch_unwind`: an
+/// assistant's panic reaches the client as a 500 rather than as a connection
+/// closed without an answer, and an event handler's is logged with its
+/// event. The call itself is caught too: a trait implemented without the
+/// `async_trait` macro may run code before it returns its future.
+pub(crate) struct CatchUnwind<F>(Result<F, Option<Box<dyn Any + Send>>>);
+
+impl<F: Future + Unpin> CatchUnwind<F> {
+    pub(crate) fn call(start: impl FnOnce() -> F) -> Self {
+        CatchUnwind(std::panic::catch_unwind(AssertUnwindSafe(start)).map_err(Some))
+    }
+}
 
 impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
+        let inner = match &mut self.0 {
+            Ok(inner) => inner,
+            Err(panic) => {
+                return Poll::Ready(Err(panic
+                    .take()
+                    .unwrap_or_else(|| Box::new("polled again after its panic"))));
+            }
+        };
         // The future is dropped right after a panic and never polled again, so
         // no broken state it might hold can be observed.
         match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {

@@ -574,7 +574,7 @@ impl EventQueue {
                     return Handled::NotStarted;
                 };
                 let started = Instant::now();
-                let outcome = CatchUnwind(handler.handle(event)).await;
+                let outcome = CatchUnwind::call(|| handler.handle(event)).await;
                 Handled::Finished(outcome, started)
             };
             let stopped = async move {

@@ -357,6 +357,63 @@ async fn a_full_queue_answers_503_and_the_platforms_retry_is_handled() {
     assert_eq!(ids, [first.id.clone(), second.id.clone()]);
 }
 
+/// An `EventHandler` written without the `async_trait` macro: its `handle`
+/// panics on a closed conversation before it returns a future.
+struct PanicsBeforeItsFuture<H>(H);
+
+impl<H: EventHandler> EventHandler for PanicsBeforeItsFuture<H> {
+    fn handle<'life0, 'async_trait>(
+        &'life0 self,
+        event: partner_webhook::Event,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<(), partner_webhook::BoxError>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        assert_ne!(
+            event.kind.as_deref(),
+            Some("conversation.closed"),
+            "closing went wrong before its future"
+        );
+        self.0.handle(event)
+    }
+}
+
+#[tokio::test]
+async fn a_handler_panicking_before_its_future_is_logged_and_the_next_is_handled() {
+    let (log, _logging) = CapturedLog::start();
+    let fixture = fixture();
+    let record = Record::default();
+    let configs = (sendseven_config(&fixture), whatsapp_config(&fixture));
+    let (server, webhook, _clock) = serve_events(
+        &fixture,
+        configs,
+        (PanicsBeforeItsFuture(record.handler()), record.handler()),
+        &Config::default(),
+    )
+    .await;
+    for delivery in &fixture.deliveries {
+        assert_status(&server.send(&delivery.request()).await, "received");
+    }
+    assert_eq!(webhook.drain_events(Duration::from_secs(5)).await, 0);
+    assert_eq!(record.seen().len(), fixture.deliveries.len() - 1);
+    let text = log.text();
+    let panicked = text
+        .lines()
+        .find(|line| line.contains("event handler panicked"))
+        .unwrap_or_else(|| panic!("no panic line in:\n{text}"));
+    assert!(
+        panicked.contains("dlv_0002") && panicked.contains("closing went wrong before its future"),
+        "{panicked}"
+    );
+}
+
 #[tokio::test]
 async fn a_failing_or_panicking_handler_is_logged_with_its_event_and_the_next_is_handled() {
     let (log, _logging) = CapturedLog::start();

@@ -252,6 +252,42 @@ async fn assistant_panic_is_500_and_others_are_unaffected() {
     assert_still_serving(&server).await;
 }
 
+/// An `Assistant` written without the `async_trait` macro: its `reply`
+/// panics before it returns a future.
+struct PanicsBeforeItsFuture;
+
+impl partner_webhook::Assistant for PanicsBeforeItsFuture {
+    fn reply<'life0, 'async_trait>(
+        &'life0 self,
+        message: MessageReceived,
+        _context: Context,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<partner_webhook::Reply, BoxError>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        assert_ne!(message.message.content, "panic", "assistant bug");
+        Box::pin(async move { Ok(format!("Echo: {}", message.message.content).into()) })
+    }
+}
+
+#[tokio::test]
+async fn assistant_panicking_before_its_future_is_500_too() {
+    let server = TestServer::start(signed_config(), PanicsBeforeItsFuture).await;
+    let error = server
+        .send(&signed_post(&payload("panic")))
+        .await
+        .assert_json_error(500);
+    assert_eq!(error, "the assistant failed to reply");
+    assert_still_serving(&server).await;
+}
+
 #[tokio::test]
 async fn unsigned_requests_only_when_chosen() {
     let open = TestServer::start(Config::default().accept_unsigned(), echo()).await;
