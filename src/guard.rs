@@ -395,8 +395,9 @@ impl RequestGuard {
     }
 }
 
-/// Milliseconds to three decimals, as `{:.3}` prints them, in integers:
-/// float formatting was a tenth of what the line cost.
+/// Milliseconds to three decimals, in integers: float formatting was a
+/// tenth of what the line cost. Rounded half up, where `{:.3}` of the float
+/// may round an exact half microsecond down.
 struct Millis(std::time::Duration);
 
 impl std::fmt::Display for Millis {

@@ -107,8 +107,9 @@ struct Seen {
     /// second behind another's would otherwise find its entry already expired
     /// by the later reading.
     forgotten_until: u64,
-    /// The entry count last set on the gauge: once the cache is full it stays
-    /// put, and setting it again on every request cost a metric lookup each.
+    /// The entry count last set on the gauge: a full cache whose entries are
+    /// replaced rather than expired keeps its count, and setting the gauge on
+    /// every request cost a metric lookup each.
     reported_entries: usize,
 }
 

@@ -138,6 +138,7 @@ impl Webhook {
         assistant: Option<Box<dyn Assistant>>,
         verifier: Option<Verifier>,
     ) -> Result<Self, SetupError> {
+        let meters = Meters::register(assistant.is_some(), config.metrics_app_label);
         Ok(Webhook {
             inner: Arc::new(Inner {
                 assistant,
@@ -160,7 +161,7 @@ impl Webhook {
                     .transpose()?,
                 fallback_reply: config.fallback_reply.clone(),
                 refusals: Arc::default(),
-                meters: Arc::new(Meters::register()),
+                meters: Arc::new(meters),
                 label_metrics_by_app: config.metrics_app_label,
                 clock: Box::new(unix_now),
             }),
@@ -297,7 +298,17 @@ impl Webhook {
             let format = self.format_for(&parts.headers, &message);
             let store = self.store_target(&message, verified);
             let context = request_context(&message, verified, body);
-            (assistant::call(assistant, message, context), format, store)
+            // Counted and timed from before the call: an assistant may run
+            // code before it returns its future.
+            let calling = (
+                InFlight::assistant_calls(&self.inner.meters),
+                Instant::now(),
+            );
+            (
+                (calling, assistant::call(assistant, message, context)),
+                format,
+                store,
+            )
         };
         self.reply_in_time(call, format, store, guard.started())
             .await
@@ -488,21 +499,21 @@ impl Webhook {
         }))
     }
 
-    /// Calls the assistant, but answers by the deadline whatever it does. In
-    /// JSON a streamed reply is joined by the same deadline; in SSE the body
+    /// Awaits the assistant's call (in flight and timed since `calling`), but
+    /// answers by the deadline whatever it does. In JSON a streamed reply is
+    /// joined by the same deadline; in SSE the body
     /// enforces it on the first chunk, and the chunk timeout on the others.
     async fn reply_in_time(
         &self,
-        call: impl Future<Output = Result<Reply, RequestError>>,
+        (calling, call): (
+            (InFlight, Instant),
+            impl Future<Output = Result<Reply, RequestError>>,
+        ),
         format: Format,
         store: Option<Box<StoreTarget>>,
         started: Instant,
     ) -> Result<Answer, RequestError> {
         let deadline = started + self.inner.reply_deadline;
-        let calling = (
-            InFlight::assistant_calls(&self.inner.meters),
-            Instant::now(),
-        );
         let answered = tokio::time::timeout_at(deadline, call).await;
         measure::assistant_time(&self.inner.meters, calling.1.elapsed().as_secs_f64());
         drop(calling);

@@ -126,7 +126,7 @@ pub(crate) fn serve_metrics() {
                 // Histogram samples wait in memory until the next upkeep: at
                 // tens of thousands of requests a second, three samples each,
                 // the default 5 s of them held megabytes and 500 ms still
-                // 1.3 MiB of peak RSS; draining every 100 ms costs no CPU
+                // about 1 MiB of peak RSS; draining every 100 ms costs no CPU
                 // that shows (BENCHMARKS.md). Buckets keep what is left fixed
                 // in size, where the default summaries keep sketches.
                 .upkeep_timeout(std::time::Duration::from_millis(100))

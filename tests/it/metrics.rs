@@ -84,16 +84,32 @@ fn value(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_counts_a_known_mix_of_requests() {
-    scrape_counts_a_known_mix(CHILD).await;
+    scrape_counts_a_known_mix(CHILD, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorder_installed_after_the_webhook_counts_the_same() {
-    scrape_counts_a_known_mix(CHILD_RECORDER_AFTER).await;
+    scrape_counts_a_known_mix(CHILD_RECORDER_AFTER, false).await;
 }
 
-async fn scrape_counts_a_known_mix(server: &str) {
+/// The Prometheus text the child serves on `port`.
+async fn scrape(port: u16) -> String {
+    let mut scrape = Connection::open(([127, 0, 0, 1], port).into()).await;
+    scrape
+        .write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let response = scrape.read_head().await;
+    assert_eq!(response.status, 200);
+    scrape.read_to_end().await
+}
+
+/// `held`: the webhook holds handles (the recorder was installed first), so
+/// the series it holds show before any request, at zero.
+async fn scrape_counts_a_known_mix(server: &str, held: bool) {
     let child = ChildServer::start(server);
+    let before = scrape(child.ports[1]).await;
+    let never_sent = r#"partner_webhook_sse_frames_total{event="error"} 0"#;
+    assert_eq!(before.contains(never_sent), held, "{before}");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], child.ports[0]));
     let send = |request: Vec<u8>| async move { Connection::open(addr).await.send(&request).await };
     // Three good, one replay of the first, one unsigned, one bad JSON.
@@ -127,13 +143,7 @@ async fn scrape_counts_a_known_mix(server: &str) {
 
     // Lines are logged and counted when each response's body is dropped.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut scrape = Connection::open(([127, 0, 0, 1], child.ports[1]).into()).await;
-    scrape
-        .write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
-    let response = scrape.read_head().await;
-    assert_eq!(response.status, 200);
-    let text = scrape.read_to_end().await;
+    let text = scrape(child.ports[1]).await;
 
     let requests = "partner_webhook_requests_total";
     assert_eq!(
