@@ -329,24 +329,26 @@ impl Verifier {
         headers: &'h HeaderMap,
         now: u64,
     ) -> Result<SignedHeaders<'h>, SignatureError> {
+        // Each header present once, then each well formed, then the window:
+        // the first of these a request fails is the reason it is given.
         let timestamp = match self.scheme.timestamp() {
             Some(rule) => Some((rule, single_header(headers, &rule.header)?)),
             None => None,
         };
         let signature = self.scheme.signature();
-        let tag = parse_signature(
-            single_header(headers, signature)?,
-            signature.display,
-            self.scheme.encoding(),
-        )?;
-        let Some((rule, text)) = timestamp else {
+        let signature_text = single_header(headers, signature)?;
+        let timestamp = match timestamp {
+            Some((rule, text)) => Some((rule, text, parse_timestamp(text, rule.header.display)?)),
+            None => None,
+        };
+        let tag = parse_signature(signature_text, signature.display, self.scheme.encoding())?;
+        let Some((rule, text, timestamp)) = timestamp else {
             return Ok(SignedHeaders {
                 timestamp_text: None,
                 timestamp: None,
                 tag,
             });
         };
-        let timestamp = parse_timestamp(text, rule.header.display)?;
         let window_secs = rule.window.as_secs();
         let skew_secs = i128::from(timestamp) - i128::from(now);
         if skew_secs.unsigned_abs() > u128::from(window_secs) {
@@ -807,6 +809,23 @@ mod tests {
                 "{timestamp:?} gave {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_malformed_timestamp_is_named_before_a_malformed_signature() {
+        // Presence of each header, then the form of each, timestamp first:
+        // the order the fuzz target's contract states.
+        let result = verifier(&[SECRET]).timestamp_at(&headers("", ""), b"{}", NOW);
+        assert!(
+            matches!(
+                result,
+                Err(SignatureError::Malformed {
+                    header: "X-Timestamp",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
     }
 
     #[test]
