@@ -104,30 +104,44 @@ fn needs_escaping(body: &[u8]) -> bool {
 }
 
 /// Feeds the escaped form of `json` to `write` piece by piece, so verification
-/// can hash it without building a second copy of the body. Unchanged runs go
-/// out whole, found a byte at a time; consecutive characters to escape are
-/// gathered into one piece, so a body made of nothing else costs a call per
-/// few dozen characters rather than per character.
+/// can hash it without building a second copy of the body. Short unchanged
+/// runs and escapes are gathered into one buffer, handed on when full, so
+/// text that mixes the two (accented Latin, a word of Cyrillic between ASCII)
+/// costs a call per few hundred bytes rather than per run; a long unchanged
+/// run goes out whole, uncopied.
 fn write_escaped(json: &str, mut write: impl FnMut(&[u8])) {
     const ESCAPE_LEN: usize = "\\u0000".len();
+    /// A run at least this long is handed on as it is rather than copied.
+    const PASS_THROUGH: usize = 256;
     let bytes = json.as_bytes();
-    // Up to 32 characters, each at most a surrogate pair.
-    let mut escapes = [0u8; 32 * 2 * ESCAPE_LEN];
+    let mut gathered = [0u8; 1024];
+    let mut filled = 0;
     let mut at = 0;
     while at < bytes.len() {
-        let unchanged = bytes[at..]
-            .iter()
-            .position(|&byte| byte >= 0x7f)
-            .unwrap_or(bytes.len() - at);
+        let unchanged = unchanged_run(&bytes[at..]);
         if unchanged > 0 {
-            write(&bytes[at..at + unchanged]);
+            let run = &bytes[at..at + unchanged];
+            if filled > 0 && (unchanged >= PASS_THROUGH || filled + unchanged > gathered.len()) {
+                write(&gathered[..filled]);
+                filled = 0;
+            }
+            if unchanged >= PASS_THROUGH {
+                write(run);
+            } else {
+                gathered[filled..filled + unchanged].copy_from_slice(run);
+                filled += unchanged;
+            }
             at += unchanged;
         }
-        let mut filled = 0;
-        while at < bytes.len() && bytes[at] >= 0x7f && filled + 2 * ESCAPE_LEN <= escapes.len() {
+        while at < bytes.len() && bytes[at] >= 0x7f {
+            // Room for a surrogate pair.
+            if filled + 2 * ESCAPE_LEN > gathered.len() {
+                write(&gathered[..filled]);
+                filled = 0;
+            }
             let (code_point, length) = decode_utf8(&bytes[at..]);
             let mut write_unit = |unit: u32| {
-                let escape = &mut escapes[filled..filled + ESCAPE_LEN];
+                let escape = &mut gathered[filled..filled + ESCAPE_LEN];
                 escape[..2].copy_from_slice(b"\\u");
                 for (slot, shift) in escape[2..].iter_mut().zip([12, 8, 4, 0]) {
                     *slot = HEX_DIGITS[((unit >> shift) & 0x0f) as usize];
@@ -143,10 +157,31 @@ fn write_escaped(json: &str, mut write: impl FnMut(&[u8])) {
             }
             at += length;
         }
-        if filled > 0 {
-            write(&escapes[..filled]);
-        }
     }
+    if filled > 0 {
+        write(&gathered[..filled]);
+    }
+}
+
+/// How many bytes `bytes` starts with that need no escape (below 0x7f):
+/// eight at a time, since a byte is at or above 0x7f exactly when it or its
+/// successor has the high bit set (a carry out of a 0xff byte can only flag
+/// a word that holds one anyway).
+fn unchanged_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut at = 0;
+    for word in bytes.chunks_exact(8) {
+        let word = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        if (word | word.wrapping_add(ONES)) & HIGHS != 0 {
+            break;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&byte| byte >= 0x7f)
+        .unwrap_or(bytes.len() - at)
 }
 
 /// The code point starting `bytes` and its length in bytes. `bytes` starts at
