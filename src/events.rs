@@ -21,6 +21,7 @@ use tracing::{Instrument, error, info, warn};
 use crate::assistant::{CatchUnwind, panic_message};
 use crate::config::{Secret, SetupError};
 use crate::error::{BoxError, Overload, RequestError};
+use crate::guard::Millis;
 use crate::measure;
 use crate::replay::{MemoryReplayCache, ReplayCache};
 use crate::scheme::Scheme;
@@ -649,7 +650,7 @@ impl Handled {
         match self {
             Handled::Finished(Ok(Ok(())), started) => {
                 measure::event_handled("ok");
-                let elapsed_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
+                let elapsed_ms = Millis(started.elapsed());
                 info!(%elapsed_ms, "event handled");
             }
             Handled::Finished(Ok(Err(failure)), _) => {

@@ -398,7 +398,7 @@ impl RequestGuard {
 /// Milliseconds to three decimals, in integers: float formatting was a
 /// tenth of what the line cost. Rounded half up, where `{:.3}` of the float
 /// may round an exact half microsecond down.
-struct Millis(std::time::Duration);
+pub(crate) struct Millis(pub(crate) std::time::Duration);
 
 impl std::fmt::Display for Millis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1024,4 +1024,29 @@ mod tests {
         }
         assert!(!needs_escaping(b""));
     }
+
+    #[test]
+    fn an_unchanged_run_ends_at_the_first_byte_from_0x7f() {
+        for length in [1, 7, 8, 9, 16, 63, 200] {
+            for at in [0, 1, 7, 8, length / 2, length - 1] {
+                if at >= length {
+                    continue;
+                }
+                for byte in 0..=u8::MAX {
+                    let mut body = vec![b'a'; length];
+                    body[at] = byte;
+                    let expected = if byte >= 0x7f { at } else { length };
+                    assert_eq!(
+                        unchanged_run(&body),
+                        expected,
+                        "{byte:#x} at {at} of {length}"
+                    );
+                }
+            }
+        }
+        // A carry out of 0xff must not hide the byte it starts from, nor
+        // flag the ASCII before it.
+        assert_eq!(unchanged_run(b"abcdef~\xff~~~~~~~~"), 7);
+        assert_eq!(unchanged_run(b""), 0);
+    }
 }

@@ -292,7 +292,7 @@ impl Webhook {
         self.reject_replay(verified).await?;
         // The message moves into the assistant's future here, so that no
         // state of this request's future keeps a copy of it across the wait.
-        let (call, format, store) = {
+        let (calling, call, format, store) = {
             let message = MessageReceived::from_json(&body)?;
             guard.take_ids_from_body(&parts.headers, &message);
             let format = self.format_for(&parts.headers, &message);
@@ -304,13 +304,10 @@ impl Webhook {
                 InFlight::assistant_calls(&self.inner.meters),
                 Instant::now(),
             );
-            (
-                (calling, assistant::call(assistant, message, context)),
-                format,
-                store,
-            )
+            let call = assistant::call(assistant, message, context);
+            (calling, call, format, store)
         };
-        self.reply_in_time(call, format, store, guard.started())
+        self.reply_in_time(calling, call, format, store, guard.started())
             .await
     }
 
@@ -505,10 +502,8 @@ impl Webhook {
     /// enforces it on the first chunk, and the chunk timeout on the others.
     async fn reply_in_time(
         &self,
-        (calling, call): (
-            (InFlight, Instant),
-            impl Future<Output = Result<Reply, RequestError>>,
-        ),
+        calling: (InFlight, Instant),
+        call: impl Future<Output = Result<Reply, RequestError>>,
         format: Format,
         store: Option<Box<StoreTarget>>,
         started: Instant,
