@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Uri};
 use tokio::sync::OwnedSemaphorePermit;
@@ -144,8 +144,8 @@ impl RequestGuard {
             uri: parts.uri.clone(),
             // Shared, not copied: most requests replace them with the body's.
             claimed_ids: Some([
-                parts.headers.get("x-app-id").cloned(),
-                parts.headers.get("x-thread-id").cloned(),
+                parts.headers.get(X_APP_ID).cloned(),
+                parts.headers.get(X_THREAD_ID).cloned(),
             ]),
             signed_ids: None,
             event: None,
@@ -214,18 +214,16 @@ impl RequestGuard {
     /// their choosing; a disagreement is logged.
     pub(crate) fn take_ids_from_body(&mut self, headers: &HeaderMap, message: &MessageReceived) {
         self.claimed_ids = None;
-        let disagrees = |name: &str, signed: &str| {
+        let disagrees = |name: HeaderName, signed: &str| {
             headers
                 .get(name)
                 .is_some_and(|claimed| claimed.as_bytes() != signed.as_bytes())
         };
-        if disagrees("x-app-id", &message.app.id) || disagrees("x-thread-id", &message.thread.id) {
+        if disagrees(X_APP_ID, &message.app.id) || disagrees(X_THREAD_ID, &message.thread.id) {
             self.span.in_scope(|| {
                 warn!(
-                    header_app_id = header_text(headers, "x-app-id").as_deref().unwrap_or("-"),
-                    header_thread_id = header_text(headers, "x-thread-id")
-                        .as_deref()
-                        .unwrap_or("-"),
+                    header_app_id = header_text(headers, X_APP_ID).as_deref().unwrap_or("-"),
+                    header_thread_id = header_text(headers, X_THREAD_ID).as_deref().unwrap_or("-"),
                     signed_app_id = message.app.id.as_str(),
                     signed_thread_id = message.thread.id.as_str(),
                     message_id = message.message.id.as_deref(),
@@ -407,12 +405,17 @@ impl std::fmt::Display for Millis {
     }
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned)
 }
+
+/// The platform's unsigned id headers, named once: looking a header up by a
+/// `&str` parses and validates the name on every request.
+const X_APP_ID: HeaderName = HeaderName::from_static("x-app-id");
+const X_THREAD_ID: HeaderName = HeaderName::from_static("x-thread-id");
 
 /// How many refusal lines reach the log each second, per kind (client errors,
 /// server errors): a flood of bad requests then costs the log a few lines a
