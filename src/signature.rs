@@ -596,22 +596,36 @@ fn parse_signature(
         return Err(malformed);
     }
     let mut tag = [0u8; DIGEST_LEN];
+    // One check for the whole tag rather than a branch per digit.
+    let mut not_hex = 0;
     for (byte, pair) in tag.iter_mut().zip(hex.chunks_exact(2)) {
-        let high = hex_value(pair[0]).ok_or(malformed.clone())?;
-        let low = hex_value(pair[1]).ok_or(malformed.clone())?;
-        *byte = (high << 4) | low;
+        let (high, low) = (
+            HEX_VALUE[usize::from(pair[0])],
+            HEX_VALUE[usize::from(pair[1])],
+        );
+        not_hex |= high | low;
+        *byte = (high << 4) | (low & 0x0f);
+    }
+    if not_hex & NOT_HEX != 0 {
+        return Err(malformed);
     }
     Ok(tag)
 }
 
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
+/// Marks a byte that is not a hex digit in [`HEX_VALUE`].
+const NOT_HEX: u8 = 0x80;
+
+/// Each byte's value as a hex digit, either case; [`NOT_HEX`] for the rest.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        table[b"0123456789abcdef"[digit] as usize] = digit as u8;
+        table[b"0123456789ABCDEF"[digit] as usize] = digit as u8;
+        digit += 1;
     }
-}
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -872,6 +886,31 @@ mod tests {
             verifier(&[SECRET]).timestamp_at(&headers(timestamp, &upper), body, NOW),
             Ok(NOW)
         );
+    }
+
+    #[test]
+    fn every_digit_decodes_and_a_byte_next_to_the_digit_ranges_is_malformed() {
+        let digits = "0123456789abcdefABCDEF";
+        let mut hex = digits.repeat(3);
+        hex.truncate(64);
+        let tag = parse_signature(hex.as_bytes(), "X-Signature", Encoding::Hex).expect("all hex");
+        let expected: Vec<u8> = (0..32)
+            .map(|at| u8::from_str_radix(&hex[2 * at..2 * at + 2], 16).unwrap())
+            .collect();
+        assert_eq!(tag.as_slice(), expected.as_slice());
+        for bad in [b'/', b':', b'@', b'G', b'`', b'g', b' ', 0x80, 0xff] {
+            for at in [0, 1, 31, 62, 63] {
+                let mut text = hex.clone().into_bytes();
+                text[at] = bad;
+                assert!(
+                    matches!(
+                        parse_signature(&text, "X-Signature", Encoding::Hex),
+                        Err(SignatureError::Malformed { .. })
+                    ),
+                    "byte {bad:#x} at {at}"
+                );
+            }
+        }
     }
 
     #[test]
