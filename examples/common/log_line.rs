@@ -17,8 +17,9 @@
 //! 2026-11-30T13:28:24.123456Z  INFO partner_webhook::guard: replied method=POST path=/ app_id=4f3c… thread_id=… message_id=… status=200 latency_ms=0.123
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -28,6 +29,73 @@ use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+/// 9999-12-31T23:59:59Z, the last second [`write_utc`] can write.
+pub(crate) const LAST_FOUR_DIGIT_SECOND: u64 = 253_402_300_799;
+
+/// Writes `since_epoch` as `tracing_subscriber`'s `SystemTime` does (RFC 3339
+/// in UTC, microseconds, `2026-11-30T13:28:24.123456Z`), for a time no later
+/// than [`LAST_FOUR_DIGIT_SECOND`]. The date and time of day are worked out
+/// once a second per thread: a line then costs only its microseconds, where
+/// the default spent a fifth of the line's time on the calendar.
+pub(crate) fn write_utc(writer: &mut impl fmt::Write, since_epoch: Duration) -> fmt::Result {
+    thread_local! {
+        static SECOND: Cell<Option<(u64, [u8; 20])>> = const { Cell::new(None) };
+    }
+    let secs = since_epoch.as_secs();
+    let prefix = SECOND.with(|second| match second.get() {
+        Some((cached, prefix)) if cached == secs => prefix,
+        _ => {
+            let prefix = date_and_time(secs);
+            second.set(Some((secs, prefix)));
+            prefix
+        }
+    });
+    let mut text = [0u8; 27];
+    text[..20].copy_from_slice(&prefix);
+    let mut micros = since_epoch.subsec_micros();
+    for digit in text[20..26].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    text[26] = b'Z';
+    writer.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch, in the proleptic
+/// Gregorian calendar (days to a civil date as in Howard Hinnant's
+/// `civil_from_days`, shifted so that years begin in March).
+fn date_and_time(secs: u64) -> [u8; 20] {
+    let (days, second_of_day) = (secs / 86_400, secs % 86_400);
+    let shifted = days + 719_468; // days since 0000-03-01
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    let mut text = *b"0000-00-00T00:00:00.";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, second_of_day / 3_600);
+    put(14, 2, second_of_day / 60 % 60);
+    put(17, 2, second_of_day % 60);
+    text
+}
 
 /// Formats both the line and the span fields it repeats: pass it to
 /// `tracing_subscriber::fmt().event_format(..).fmt_fields(..)`.
@@ -45,7 +113,14 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        SystemTime.format_time(&mut writer)?;
+        match UNIX_EPOCH.elapsed() {
+            Ok(since_epoch) if since_epoch.as_secs() <= LAST_FOUR_DIGIT_SECOND => {
+                write_utc(&mut writer, since_epoch)?;
+            }
+            // A clock before 1970 or past 9999: the default format has the
+            // signs and extra digits for it.
+            _ => SystemTime.format_time(&mut writer)?,
+        }
         let normalized = event.normalized_metadata();
         let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let (level, colour) = match *metadata.level() {

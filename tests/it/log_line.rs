@@ -13,7 +13,7 @@ use crate::support::*;
 #[path = "../../examples/common/log_line.rs"]
 mod examples_log_line;
 
-use examples_log_line::{LogLine, is_bare};
+use examples_log_line::{LAST_FOUR_DIGIT_SECOND, LogLine, is_bare, write_utc};
 
 /// Lines logged on this thread, in the examples' format, under `filter`,
 /// until the guard is dropped. The current-thread runtime serves on this
@@ -218,4 +218,46 @@ async fn a_streamed_reply_is_named_on_its_line_when_its_stream_ends() {
         streamed["message"]["id"].as_str().unwrap(),
     );
     assert!(line.contains(&names), "{line}");
+}
+
+#[test]
+fn the_line_time_is_the_calendar_date_in_utc() {
+    let utc = |secs: u64, micros: u32| {
+        let mut text = String::new();
+        write_utc(&mut text, Duration::new(secs, micros * 1_000)).unwrap();
+        text
+    };
+    // Python's datetime.fromtimestamp(secs, timezone.utc) for each second.
+    assert_eq!(utc(0, 0), "1970-01-01T00:00:00.000000Z");
+    assert_eq!(utc(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
+    assert_eq!(utc(1_764_525_612, 184_555), "2025-11-30T18:00:12.184555Z");
+    assert_eq!(utc(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+    assert_eq!(
+        utc(LAST_FOUR_DIGIT_SECOND, 0),
+        "9999-12-31T23:59:59.000000Z"
+    );
+    // The second cached for the line before must not leak into the next one.
+    assert_eq!(utc(86_399, 0), "1970-01-01T23:59:59.000000Z");
+    assert_eq!(utc(86_400, 0), "1970-01-02T00:00:00.000000Z");
+}
+
+#[test]
+fn the_line_time_reads_as_the_default_format_would() {
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    // Both read the clock; a second may turn between them, so try again.
+    for _ in 0..5 {
+        let mut ours = String::new();
+        let since_epoch = std::time::UNIX_EPOCH.elapsed().unwrap();
+        write_utc(&mut ours, since_epoch).unwrap();
+        let mut theirs = String::new();
+        SystemTime
+            .format_time(&mut Writer::new(&mut theirs))
+            .unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{ours} against {theirs}");
+        if ours[..19] == theirs[..19] {
+            return;
+        }
+    }
+    panic!("the two never agreed to the second");
 }
