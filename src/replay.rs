@@ -529,7 +529,7 @@ mod tests {
     fn churn_at_a_steady_size_never_grows_the_table() {
         let mut set = KeySet::default();
         let key = |n: u64| {
-            (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) << 32) | (n * 0x2545_f491 & 0xffff_ffff)
+            (n.wrapping_mul(0x9e37_79b9_7f4a_7c15) << 32) | ((n * 0x2545_f491) & 0xffff_ffff)
         };
         for n in 1..=1000 {
             set.insert(key(n));

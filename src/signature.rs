@@ -895,7 +895,7 @@ mod tests {
         hex.truncate(64);
         let tag = parse_signature(hex.as_bytes(), "X-Signature", Encoding::Hex).expect("all hex");
         let expected: Vec<u8> = (0..32)
-            .map(|at| u8::from_str_radix(&hex[2 * at..2 * at + 2], 16).unwrap())
+            .map(|at| u8::from_str_radix(&hex[2 * at..2 * at + 2], 16).expect("hex"))
             .collect();
         assert_eq!(tag.as_slice(), expected.as_slice());
         for bad in [b'/', b':', b'@', b'G', b'`', b'g', b' ', 0x80, 0xff] {
