@@ -629,6 +629,8 @@ const HEX_VALUE: [u8; 256] = {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     // Vectors from tests/fixtures/signatures/generate.py (Python's hmac and json,
@@ -1062,6 +1064,68 @@ mod tests {
             }
         }
         assert!(!needs_escaping(b""));
+    }
+
+    /// Python's `json.dumps(..., ensure_ascii=True)` escaping, a character at
+    /// a time: what the sender signs.
+    fn escaped_one_char_at_a_time(text: &str) -> String {
+        let mut escaped = String::new();
+        for ch in text.chars() {
+            if u32::from(ch) < 0x7f {
+                escaped.push(ch);
+            } else {
+                let mut units = [0; 2];
+                for unit in ch.encode_utf16(&mut units) {
+                    escaped.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+        escaped
+    }
+
+    /// Text in pieces: ASCII runs of every length the escaping treats apart
+    /// (a byte or two, a word, a buffer's worth, a pass-through run) between
+    /// characters of every UTF-8 length, DEL included.
+    fn mixed_text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            (0..3usize, any::<u8>()).prop_map(|(len, seed)| ascii_run(len, seed)),
+            (3..40usize, any::<u8>()).prop_map(|(len, seed)| ascii_run(len, seed)),
+            (200..1300usize, any::<u8>()).prop_map(|(len, seed)| ascii_run(len, seed)),
+            prop::sample::select(vec![
+                '\u{7f}',
+                '\u{80}',
+                'é',
+                'Ж',
+                '\u{7ff}',
+                '\u{800}',
+                '中',
+                '\u{ffff}',
+                '\u{10000}',
+                '👋',
+                '\u{10ffff}'
+            ])
+            .prop_map(String::from),
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..60).prop_map(|pieces| pieces.concat())
+    }
+
+    fn ascii_run(len: usize, seed: u8) -> String {
+        (0..len)
+            .map(|at| char::from(b' ' + ((at as u8).wrapping_add(seed) % 95)))
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaping_matches_python_one_char_at_a_time(text in mixed_text()) {
+            let expected = escaped_one_char_at_a_time(&text);
+            let escaped = escape_non_ascii(&text);
+            proptest::prop_assert_eq!(escaped.as_ref(), expected.as_str());
+            let mut into = b"prefix".to_vec();
+            escape_non_ascii_into(&text, &mut into);
+            proptest::prop_assert_eq!(&into[6..], expected.as_bytes());
+        }
     }
 
     #[test]
