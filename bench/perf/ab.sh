@@ -11,6 +11,9 @@
 # secret, the metrics exporter on, logging to a file as a new user runs it), or `node`: the
 # platform's Node reference server at $NODE_SERVER. BODY is a gen_pool.py kind (small, 3k,
 # 63k, multi, ...). Only 127.0.0.1 is targeted; every wrk run is bounded by SECONDS.
+# WARMUP=N first sends N seconds of the same traffic, unmeasured: the matrix's servers
+# run for minutes, so their replay cache is full and evicting on every request, which a
+# fresh server's first seconds are not.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 body=$1 conns=$2 seconds=$3 rounds=$4
@@ -33,6 +36,13 @@ cell() {
         curl -s -o /dev/null "http://127.0.0.1:$port/" && break
         sleep 0.1
     done
+    local warmup=${WARMUP:-0}
+    if [ "$warmup" -gt 0 ]; then
+        python3 "$here/gen_pool.py" --body "$body" --count $((warmup * 130000)) --secret "$secret" \
+            --port $port --out "$work/warm-pool" --state "$work/state" >/dev/null
+        taskset -c 1 wrk -t1 -c"$conns" -d"${warmup}s" --timeout 5s -s "$here/pool.lua" \
+            "http://127.0.0.1:$port" -- "$work/warm-pool" json >"$work/warmup.txt"
+    fi
     python3 "$here/gen_pool.py" --body "$body" --count $((seconds * 130000)) --secret "$secret" \
         --port $port --out "$work/pool" --state "$work/state" >/dev/null
     local before after
