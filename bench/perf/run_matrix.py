@@ -227,10 +227,12 @@ def ratio(a, b):
 
 
 def tables(results: list[dict], info: dict, run: int) -> str:
-    by = {(r["server"], r["body"], r["conns"]): r for r in results}
     lines = [f"Run {run}: {info['date_utc']} (start), load average at start {info['loadavg_1_5_15']}, "
              f"at end {info.get('loadavg_end', '?')}.", ""]
     matrix = [r for r in results if r.get("series") == "matrix"]
+    # The matrix's own cells only: the growth series measures bare and json again at its
+    # connection count, and a later cell of the same key would stand in for the matrix's.
+    by = {(r["server"], r["body"], r["conns"]): r for r in matrix}
     if matrix:
         lines += ["| body | conns | server | req/s | p50 µs | p99 µs | CPU µs/req | server CPU | "
                   "peak RSS MiB | CPU/req ÷ bare | req/s ÷ bare | req/s per core ÷ node |",
