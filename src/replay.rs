@@ -69,15 +69,17 @@ pub struct MemoryReplayCache {
 
 /// What the cache keeps of a signature: its first 8 bytes.
 ///
-/// The cache only has to recognise a tag it has seen. Only verified
-/// signatures get here, so nobody without the secret can pick one to collide,
-/// and a collision could only refuse a genuine request as a replay, never
-/// accept a replay. With 64 bits, a new tag meets one of the 100,000 a full
-/// cache holds with odds of 100,000 / 2^64, about 5 in 10^15: at a thousand
-/// messages a second, one refused request in some five thousand years. The
-/// key is a quarter of the tag because the table below is read at random on
-/// every request and the cache's memory is mostly keys: 8 bytes instead of 16
-/// halves both the cache lines a lookup touches and the cache's size.
+/// The cache only has to recognise a value it has seen. What it is given is
+/// uniform and out of a client's reach: an HMAC tag that verified, or, as an
+/// event route's dedupe cache, a SHA-256 digest of a verified request's
+/// delivery id or signature. With 64 bits, a new value meets one of the
+/// 100,000 a full cache holds with odds of 100,000 / 2^64, about 5 in 10^15:
+/// at a thousand requests a second, once in some five thousand years. A
+/// collision never lets a replay through; it refuses a genuine request as a
+/// replay (`401`), or on an event route answers a new event as a duplicate
+/// and drops it. The key is a quarter of the tag because the cache is mostly
+/// keys and its table is read at random on every request: 8 bytes instead of
+/// 16 halve the table (1 MiB for 100,000) and the bytes a probe run spans.
 type Key = u64;
 
 /// Marks a free slot of [`KeySet`].
@@ -244,8 +246,8 @@ impl Seen {
 /// at the first power of two that holds the capacity at most 4/5 full: for
 /// 100,000, 131,072 slots of 8 bytes, 1 MiB.
 ///
-/// The home slot is read from the key's own low bits. Keys are halves of
-/// HMAC tags, uniform and, without the secret, impossible to aim at one slot,
+/// The home slot is read from the key's own low bits. Keys are prefixes of
+/// HMAC tags or digests, uniform and, without the secret, impossible to aim at one slot,
 /// so a keyed hash would add only time, paid again for every key a deletion
 /// shifts.
 #[derive(Default)]
