@@ -891,16 +891,17 @@ mod tests {
     }
 
     #[test]
-    fn every_digit_decodes_and_a_byte_next_to_the_digit_ranges_is_malformed() {
+    fn every_digit_decodes_in_either_place_and_every_other_byte_is_malformed() {
+        // Each of the 22 digits once as a high and once as a low nibble.
         let digits = "0123456789abcdefABCDEF";
-        let mut hex = digits.repeat(3);
-        hex.truncate(64);
+        let hex = format!("{digits}0{digits}{}", &digits[..19]);
+        assert_eq!(hex.len(), 64);
         let tag = parse_signature(hex.as_bytes(), "X-Signature", Encoding::Hex).expect("all hex");
         let expected: Vec<u8> = (0..32)
             .map(|at| u8::from_str_radix(&hex[2 * at..2 * at + 2], 16).expect("hex"))
             .collect();
         assert_eq!(tag.as_slice(), expected.as_slice());
-        for bad in [b'/', b':', b'@', b'G', b'`', b'g', b' ', 0x80, 0xff] {
+        for bad in (0..=u8::MAX).filter(|byte| !byte.is_ascii_hexdigit()) {
             for at in [0, 1, 31, 62, 63] {
                 let mut text = hex.clone().into_bytes();
                 text[at] = bad;
@@ -1066,8 +1067,10 @@ mod tests {
         assert!(!needs_escaping(b""));
     }
 
-    /// Python's `json.dumps(..., ensure_ascii=True)` escaping, a character at
-    /// a time: what the sender signs.
+    /// What `ensure_ascii=True` changes in text that is already JSON, a
+    /// character at a time: each character from 0x7f as `\uXXXX`, above 0xffff
+    /// as a UTF-16 pair. (Quotes, backslashes and control characters are
+    /// escaped alike in both forms, by the JSON itself.)
     fn escaped_one_char_at_a_time(text: &str) -> String {
         let mut escaped = String::new();
         for ch in text.chars() {
@@ -1118,7 +1121,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn escaping_matches_python_one_char_at_a_time(text in mixed_text()) {
+        fn escaping_matches_the_sender_one_char_at_a_time(text in mixed_text()) {
             let expected = escaped_one_char_at_a_time(&text);
             let escaped = escape_non_ascii(&text);
             proptest::prop_assert_eq!(escaped.as_ref(), expected.as_str());

@@ -42,6 +42,12 @@ cell() {
             --port $port --out "$work/warm-pool" --state "$work/state" >/dev/null
         taskset -c 1 wrk -t1 -c"$conns" -d"${warmup}s" --timeout 5s -s "$here/pool.lua" \
             "http://127.0.0.1:$port" -- "$work/warm-pool" json >"$work/warmup.txt"
+        # A warm-up that met refusals would leave the server in another state than intended.
+        grep -q '"non2xx":0,' "$work/warmup.txt" || {
+            echo "warm-up of $name: non-2xx answers or no result" >&2
+            grep '^RESULT ' "$work/warmup.txt" >&2 || true
+            exit 1
+        }
     fi
     python3 "$here/gen_pool.py" --body "$body" --count $((seconds * 130000)) --secret "$secret" \
         --port $port --out "$work/pool" --state "$work/state" >/dev/null

@@ -36,8 +36,9 @@ pub(crate) const LAST_FOUR_DIGIT_SECOND: u64 = 253_402_300_799;
 /// Writes `since_epoch` as `tracing_subscriber`'s `SystemTime` does (RFC 3339
 /// in UTC, microseconds, `2026-11-30T13:28:24.123456Z`), for a time no later
 /// than [`LAST_FOUR_DIGIT_SECOND`]. The date and time of day are worked out
-/// once a second per thread: a line then costs only its microseconds, where
-/// the default spent a fifth of the line's time on the calendar.
+/// once a second per thread, and a line writes only its microseconds: the
+/// calendar was nearly a third of the line's formatting in the echo server's profile
+/// (0.9 of 2.9 % of its samples).
 pub(crate) fn write_utc(writer: &mut impl fmt::Write, since_epoch: Duration) -> fmt::Result {
     thread_local! {
         static SECOND: Cell<Option<(u64, [u8; 20])>> = const { Cell::new(None) };

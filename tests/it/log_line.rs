@@ -232,13 +232,19 @@ fn the_line_time_is_the_calendar_date_in_utc() {
     assert_eq!(utc(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
     assert_eq!(utc(1_764_525_612, 184_555), "2025-11-30T18:00:12.184555Z");
     assert_eq!(utc(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+    // 2100 is not a leap year: the day after 28 February is 1 March.
+    assert_eq!(utc(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
     assert_eq!(
         utc(LAST_FOUR_DIGIT_SECOND, 0),
         "9999-12-31T23:59:59.000000Z"
     );
-    // The second cached for the line before must not leak into the next one.
+    // Lines in the same second reuse its date and time with their own
+    // microseconds; the second after gets its own.
     assert_eq!(utc(86_399, 0), "1970-01-01T23:59:59.000000Z");
-    assert_eq!(utc(86_400, 0), "1970-01-02T00:00:00.000000Z");
+    assert_eq!(utc(86_399, 123_456), "1970-01-01T23:59:59.123456Z");
+    assert_eq!(utc(86_399, 999_999), "1970-01-01T23:59:59.999999Z");
+    assert_eq!(utc(86_400, 1), "1970-01-02T00:00:00.000001Z");
+    assert_eq!(utc(86_399, 5), "1970-01-01T23:59:59.000005Z");
 }
 
 #[test]
