@@ -131,6 +131,7 @@ const ASSISTANT_CALLS_IN_FLIGHT: &str = "partner_webhook_assistant_calls_in_flig
 const SIGNING_SKEW: &str = "partner_webhook_signing_skew_seconds";
 const ASSISTANT_DURATION: &str = "partner_webhook_assistant_duration_seconds";
 const SSE_FRAMES: &str = "partner_webhook_sse_frames_total";
+const REPLAY_CACHE_ENTRIES: &str = "partner_webhook_replay_cache_entries";
 const SSE_EVENTS: [&str; 3] = ["delta", "done", "error"];
 
 pub(crate) fn request_finished(
@@ -197,8 +198,40 @@ pub(crate) fn deadline_missed(answered: &'static str) {
     counter!("partner_webhook_deadline_misses_total", "answered" => answered).increment(1);
 }
 
-pub(crate) fn replay_cache_entries(entries: usize) {
-    gauge!("partner_webhook_replay_cache_entries").set(entries as f64);
+/// `partner_webhook_replay_cache_entries`, as the in-memory cache sets it on
+/// every change of its count: on most requests, while entries expire as fast
+/// as they come. Through the macro each set was a registration (an allocation
+/// and a registry lookup); the handle is kept as [`Meters`] keeps its own,
+/// only for the global recorder and only while it is in effect.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayEntriesGauge {
+    /// The recorder seen at the last set, with its handle when it is the
+    /// global one: the probe for that runs once per recorder, not per set.
+    held: Option<(usize, Option<Gauge>)>,
+}
+
+impl ReplayEntriesGauge {
+    pub(crate) fn set(&mut self, entries: usize) {
+        let entries = entries as f64;
+        let Some(here) = current_recorder() else {
+            gauge!(REPLAY_CACHE_ENTRIES).set(entries);
+            return;
+        };
+        match &self.held {
+            Some((recorder, Some(gauge))) if *recorder == here => gauge.set(entries),
+            Some((recorder, None)) if *recorder == here => {
+                gauge!(REPLAY_CACHE_ENTRIES).set(entries);
+            }
+            _ => {
+                let kept = (global_recorder() == Some(here)).then(|| gauge!(REPLAY_CACHE_ENTRIES));
+                match &kept {
+                    Some(gauge) => gauge.set(entries),
+                    None => gauge!(REPLAY_CACHE_ENTRIES).set(entries),
+                }
+                self.held = Some((here, kept));
+            }
+        }
+    }
 }
 
 pub(crate) fn replay_store_error() {
@@ -296,6 +329,38 @@ mod tests {
         assert!(
             text.contains("partner_webhook_requests_in_flight 0"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_replay_gauge_follows_each_recorder_and_keeps_no_handle_for_a_local_one() {
+        let mut gauge = ReplayEntriesGauge::default();
+        // No recorder: nothing to keep, nothing probed.
+        gauge.set(1);
+        assert!(gauge.held.is_none());
+        let first = PrometheusBuilder::new().build_recorder();
+        let second = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&first, || {
+            gauge.set(2);
+            gauge.set(3);
+        });
+        assert!(matches!(gauge.held, Some((_, None))), "{:?}", gauge.held);
+        metrics::with_local_recorder(&second, || gauge.set(7));
+        assert!(
+            first
+                .handle()
+                .render()
+                .contains("partner_webhook_replay_cache_entries 3"),
+            "{}",
+            first.handle().render()
+        );
+        assert!(
+            second
+                .handle()
+                .render()
+                .contains("partner_webhook_replay_cache_entries 7"),
+            "{}",
+            second.handle().render()
         );
     }
 }

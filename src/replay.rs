@@ -113,9 +113,9 @@ struct Seen {
     /// by the later reading.
     forgotten_until: u64,
     /// The entry count last set on the gauge: a full cache whose entries are
-    /// replaced rather than expired keeps its count, and setting the gauge on
-    /// every request cost a metric lookup each.
+    /// replaced rather than expired keeps its count, and is not set again.
     reported_entries: usize,
+    entries_gauge: measure::ReplayEntriesGauge,
 }
 
 impl MemoryReplayCache {
@@ -151,7 +151,7 @@ impl MemoryReplayCache {
         let entries = seen.keys.len();
         if entries != seen.reported_entries {
             seen.reported_entries = entries;
-            measure::replay_cache_entries(entries);
+            seen.entries_gauge.set(entries);
         }
         true
     }
