@@ -28,7 +28,7 @@ pub struct MessageReceived {
     pub message: Message,
     /// Up to 10 latest entries of the thread, oldest first, including the
     /// current message. Empty when the platform sends none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "history")]
     pub history_tail: Vec<HistoryEntry>,
     /// When the platform built the payload, as sent (ISO 8601, e.g.
     /// `2026-11-23T12:00:00.123456+00:00`; microseconds are left out when zero).
@@ -242,6 +242,39 @@ impl<'de> Deserialize<'de> for Role {
     }
 }
 
+/// The platform sends up to 10 entries: room for 10 is made at the first,
+/// where a `Vec` growing from 4 to 8 to 16 took three allocations and two
+/// copies a request. Any other length still fits.
+fn history<'de, D>(deserializer: D) -> Result<Vec<HistoryEntry>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = Vec<HistoryEntry>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut entries: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut kept = Vec::new();
+            while let Some(entry) = entries.next_element()? {
+                if kept.is_empty() {
+                    kept.reserve_exact(PLATFORM_HISTORY_LEN);
+                }
+                kept.push(entry);
+            }
+            Ok(kept)
+        }
+    }
+    deserializer.deserialize_seq(Entries)
+}
+
+/// How many entries the platform's `history_tail` holds at most.
+const PLATFORM_HISTORY_LEN: usize = 10;
+
 fn object_or_null<'de, D>(deserializer: D) -> Result<Map<String, Value>, D::Error>
 where
     D: Deserializer<'de>,
@@ -259,6 +292,41 @@ mod tests {
     fn status_and_text(body: &str) -> (StatusCode, String) {
         let error = MessageReceived::from_json(body.as_bytes()).expect_err("should fail");
         (error.status(), error.to_string())
+    }
+
+    #[test]
+    fn history_of_any_length_is_kept_in_order_and_anything_but_an_array_is_422() {
+        let start = NORMAL.find("\"history_tail\"").expect("in NORMAL");
+        let end = NORMAL.find(",\"timestamp\"").expect("in NORMAL");
+        let with_history = |history: &str| {
+            format!(
+                "{}\"history_tail\":{history}{}",
+                &NORMAL[..start],
+                &NORMAL[end..]
+            )
+        };
+        let entry = |n: usize| format!(r#"{{"role":"user","content":"{n}"}}"#);
+        for len in [0, 1, 10, 11, 25] {
+            let entries: Vec<String> = (0..len).map(entry).collect();
+            let body = with_history(&format!("[{}]", entries.join(",")));
+            let parsed = MessageReceived::from_json(body.as_bytes()).expect("valid");
+            let contents: Vec<String> = parsed
+                .history_tail
+                .iter()
+                .map(|e| e.content.clone())
+                .collect();
+            assert_eq!(
+                contents,
+                (0..len).map(|n| n.to_string()).collect::<Vec<_>>()
+            );
+        }
+        for wrong in ["null", "{}", "\"x\"", "[1]"] {
+            let (status, text) = status_and_text(&with_history(wrong));
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{wrong}: {text}");
+            assert!(text.contains("history_tail"), "{wrong}: {text}");
+        }
+        let (_, text) = status_and_text(&with_history("null"));
+        assert!(text.contains("expected a sequence"), "{text}");
     }
 
     #[test]
