@@ -45,13 +45,13 @@ pub(crate) fn write_utc(writer: &mut impl fmt::Write, since_epoch: Duration) -> 
     }
     let secs = since_epoch.as_secs();
     let prefix = SECOND.with(|second| match second.get() {
-        Some((cached, prefix)) if cached == secs => prefix,
+        Some((cached, prefix)) if cached == secs => Ok(prefix),
         _ => {
-            let prefix = date_and_time(secs);
+            let prefix = date_and_time(secs).ok_or(fmt::Error)?;
             second.set(Some((secs, prefix)));
-            prefix
+            Ok(prefix)
         }
-    });
+    })?;
     let mut text = [0u8; 27];
     text[..20].copy_from_slice(&prefix);
     let mut micros = since_epoch.subsec_micros();
@@ -63,39 +63,24 @@ pub(crate) fn write_utc(writer: &mut impl fmt::Write, since_epoch: Duration) -> 
     writer.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch, in the proleptic
-/// Gregorian calendar (days to a civil date as in Howard Hinnant's
-/// `civil_from_days`, shifted so that years begin in March).
-fn date_and_time(secs: u64) -> [u8; 20] {
-    let (days, second_of_day) = (secs / 86_400, secs % 86_400);
-    let shifted = days + 719_468; // days since 0000-03-01
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
+/// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch, for a second no
+/// later than [`LAST_FOUR_DIGIT_SECOND`].
+fn date_and_time(secs: u64) -> Option<[u8; 20]> {
+    let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()?;
     let mut text = *b"0000-00-00T00:00:00.";
-    let mut put = |at: usize, width: usize, mut value: u64| {
+    let mut put = |at: usize, width: usize, mut value: u32| {
         for digit in text[at..at + width].iter_mut().rev() {
             *digit = b'0' + (value % 10) as u8;
             value /= 10;
         }
     };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, second_of_day / 3_600);
-    put(14, 2, second_of_day / 60 % 60);
-    put(17, 2, second_of_day % 60);
-    text
+    put(0, 4, u32::try_from(at.year()).ok()?);
+    put(5, 2, u32::from(u8::from(at.month())));
+    put(8, 2, u32::from(at.day()));
+    put(11, 2, u32::from(at.hour()));
+    put(14, 2, u32::from(at.minute()));
+    put(17, 2, u32::from(at.second()));
+    Some(text)
 }
 
 /// Formats both the line and the span fields it repeats: pass it to
