@@ -212,24 +212,21 @@ pub(crate) struct ReplayEntriesGauge {
 
 impl ReplayEntriesGauge {
     pub(crate) fn set(&mut self, entries: usize) {
-        let entries = entries as f64;
-        let Some(here) = current_recorder() else {
-            gauge!(REPLAY_CACHE_ENTRIES).set(entries);
-            return;
-        };
-        match &self.held {
-            Some((recorder, Some(gauge))) if *recorder == here => gauge.set(entries),
-            Some((recorder, None)) if *recorder == here => {
-                gauge!(REPLAY_CACHE_ENTRIES).set(entries);
-            }
-            _ => {
-                let kept = (global_recorder() == Some(here)).then(|| gauge!(REPLAY_CACHE_ENTRIES));
-                match &kept {
-                    Some(gauge) => gauge.set(entries),
-                    None => gauge!(REPLAY_CACHE_ENTRIES).set(entries),
-                }
-                self.held = Some((here, kept));
-            }
+        let here = current_recorder();
+        if let Some(here) = here
+            && !matches!(self.held, Some((recorder, _)) if recorder == here)
+        {
+            let kept = (global_recorder() == Some(here)).then(|| gauge!(REPLAY_CACHE_ENTRIES));
+            self.held = Some((here, kept));
+        }
+        let kept = self
+            .held
+            .as_ref()
+            .filter(|(recorder, _)| Some(*recorder) == here)
+            .and_then(|(_, kept)| kept.as_ref());
+        match kept {
+            Some(gauge) => gauge.set(entries as f64),
+            None => gauge!(REPLAY_CACHE_ENTRIES).set(entries as f64),
         }
     }
 }
